@@ -1,1 +1,18 @@
-//! placeholder
+//! The control plane's domain: the deployment (tenant, subscription, locations), identities and
+//! their tokens, authorization (role definitions and assignments), ARM resources and
+//! long-running operations, all persisted through the [`store::Store`] interface.
+//!
+//! Nothing here speaks HTTP: `api` translates requests into calls on [`ControlPlane`].
+
+mod authz;
+mod deployment;
+mod error;
+pub mod identity;
+pub mod ids;
+pub mod operations;
+pub mod resources;
+pub mod store;
+
+pub use authz::{RoleAssignment, RoleDefinition, RolePermission, builtin_roles, permits};
+pub use deployment::{Bootstrap, ControlPlane, LOCATIONS, Location};
+pub use error::ControlError;

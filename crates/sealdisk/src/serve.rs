@@ -1,11 +1,229 @@
-//! `sealdisk serve`.
+//! `sealdisk serve`: opens (or creates) a deployment in the data directory and serves it.
 
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-/// Options of `sealdisk serve`.
+use anyhow::{Context, Result};
+use api::{AppState, Endpoints};
+use control::ControlPlane;
+use control::identity::TokenIssuer;
+use control::store::SqliteStore;
+use crypto::pki::TlsFiles;
+use serde::{Deserialize, Serialize};
+
+/// Options of `sealdisk serve`. Every one has a default: nothing needs configuring.
 #[derive(Debug, clap::Args)]
-pub struct ServeArgs {}
+pub struct ServeArgs {
+    /// Directory holding all state: metadata database, keys, TLS files, connection file.
+    #[arg(long, env = "SEALDISK_DATA_DIR", default_value = "./sealdisk-data")]
+    data_dir: PathBuf,
+    /// HTTPS address. `localhost` binds 127.0.0.1 and ::1; port 0 picks a free port.
+    #[arg(long, default_value = "localhost:8443")]
+    listen: String,
+    /// NBD address for disk exports; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:10809")]
+    nbd_listen: String,
+    /// Host name clients use; vaults are `NAME.vault.DOMAIN`.
+    #[arg(long, default_value = "localhost")]
+    domain: String,
+}
 
-pub fn main(_args: ServeArgs) -> ExitCode {
-    ExitCode::FAILURE
+/// `DIR/connection.json`: everything a client needs to log in.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionFile {
+    pub endpoint: String,
+    pub tenant_id: String,
+    pub subscription_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub ca_cert_file: PathBuf,
+    pub key_vault_dns_suffix: String,
+    pub nbd_endpoint: String,
+}
+
+pub fn main(args: ServeArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ERROR: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ERROR: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: ServeArgs) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&args.data_dir)
+        .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
+    let dir = args
+        .data_dir
+        .canonicalize()
+        .context("resolving the data directory")?;
+    let connection_path = dir.join("connection.json");
+
+    let store = Arc::new(SqliteStore::open(&dir.join("sealdisk.db")).context("opening metadata")?);
+    let previous: Option<ConnectionFile> = fs::read(&connection_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let (control, bootstrap) =
+        ControlPlane::open(store, previous.as_ref().map(|c| c.client_secret.as_str()))
+            .context("opening the deployment")?;
+    let keys = dir.join("keys");
+    crypto::RootKey::load_or_create(&keys.join("platform-root.key"))
+        .context("loading the platform root key")?;
+    let signing_key = crypto::TokenSigningKey::load_or_create(&keys.join("token-signing.pk8"))
+        .context("loading the token signing key")?;
+
+    let (listeners, port) = api::server::bind(&args.listen).await?;
+    let nbd = tokio::net::TcpListener::bind(nbd_addr(&args.nbd_listen)?)
+        .await
+        .with_context(|| format!("binding the NBD address {}", args.nbd_listen))?;
+    let nbd_endpoint = nbd.local_addr()?.to_string();
+
+    let tls_dir = dir.join("tls");
+    let mut names = vec![
+        args.domain.clone(),
+        "localhost".to_string(),
+        "*.vault.localhost".to_string(),
+        format!("*.vault.{}", args.domain),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    names.dedup();
+    names.sort();
+    names.dedup();
+    let tls_files = TlsFiles::in_dir(&tls_dir);
+    let identity = crypto::pki::load_or_create(&tls_files, &names).context("setting up TLS")?;
+    write_ca_bundle(&tls_dir, &identity.ca_cert_pem)?;
+    let tls = api::server::tls_config(&identity.cert_chain_pem, &identity.key_pem)?;
+
+    let endpoints = Endpoints {
+        domain: args.domain.clone(),
+        port,
+    };
+    let tokens = TokenIssuer::new(
+        &signing_key,
+        endpoints.issuer(control.tenant()),
+        control.tenant(),
+        endpoints.audiences(),
+    )
+    .context("loading the token signing key into the JWT encoder")?;
+
+    let connection = ConnectionFile {
+        endpoint: endpoints.arm(),
+        tenant_id: control.tenant().to_string(),
+        subscription_id: control.subscription().to_string(),
+        client_id: bootstrap.client_id.to_string(),
+        client_secret: bootstrap.client_secret.to_string(),
+        ca_cert_file: tls_files.ca_cert.clone(),
+        key_vault_dns_suffix: endpoints.vault_suffix(),
+        nbd_endpoint,
+    };
+    crypto::files::write_atomic(
+        &connection_path,
+        &serde_json::to_vec_pretty(&connection)?,
+        true,
+    )?;
+    print_summary(&dir, &connection);
+
+    let state = Arc::new(AppState {
+        control,
+        tokens,
+        endpoints,
+    });
+    tokio::spawn(refuse_nbd(nbd));
+    api::server::serve(listeners, tls, api::router(state), shutdown_signal()).await;
+    tracing::info!("sealdisk stopped");
+    Ok(())
+}
+
+fn nbd_addr(spec: &str) -> Result<std::net::SocketAddr> {
+    let spec = spec.replace("localhost", "127.0.0.1");
+    spec.parse()
+        .with_context(|| format!("--nbd-listen '{spec}' is not IP:PORT"))
+}
+
+/// The NBD server arrives with managed disks; until then the port is reserved and every
+/// connection is closed at once, so a client fails fast instead of hanging.
+async fn refuse_nbd(listener: tokio::net::TcpListener) {
+    while let Ok((stream, peer)) = listener.accept().await {
+        tracing::info!(%peer, "NBD connection closed: this deployment has no disks to export yet");
+        drop(stream);
+    }
+}
+
+/// `tls/ca-bundle.pem`: the system trust store plus the deployment CA, for `REQUESTS_CA_BUNDLE`.
+fn write_ca_bundle(tls_dir: &Path, ca_pem: &str) -> Result<()> {
+    let system = fs::read_to_string("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
+    let bundle = format!("{system}\n{ca_pem}");
+    crypto::files::write_atomic(&tls_dir.join("ca-bundle.pem"), bundle.as_bytes(), false)?;
+    fs::set_permissions(
+        tls_dir.join("ca-bundle.pem"),
+        fs::Permissions::from_mode(0o644),
+    )?;
+    Ok(())
+}
+
+fn print_summary(dir: &Path, c: &ConnectionFile) {
+    let endpoint = &c.endpoint;
+    let suffix = &c.key_vault_dns_suffix;
+    println!(
+        "sealdisk is serving {endpoint}\n\
+         \x20 data directory   {dir}\n\
+         \x20 tenant           {tenant}\n\
+         \x20 subscription     {sub}\n\
+         \x20 connection file  {dir}/connection.json (mode 0600)\n\
+         \x20 NBD              {nbd}\n\
+         \n\
+         Azure CLI:\n\
+         \x20 export REQUESTS_CA_BUNDLE={dir}/tls/ca-bundle.pem\n\
+         \x20 az cloud register -n sealdisk --endpoint-resource-manager {endpoint} --suffix-keyvault-dns .{suffix}\n\
+         \x20 az cloud set -n sealdisk\n\
+         \x20 az config set core.instance_discovery=false\n\
+         \x20 az login --service-principal -u {client} -p {secret} --tenant {tenant}\n\
+         \n\
+         sealdisk CLI:\n\
+         \x20 sealdisk login --connection-file {dir}/connection.json",
+        dir = dir.display(),
+        tenant = c.tenant_id,
+        sub = c.subscription_id,
+        nbd = c.nbd_endpoint,
+        client = c.client_id,
+        secret = c.client_secret,
+    );
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; stop with SIGINT");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
 }

@@ -1,0 +1,114 @@
+//! The one table from every error to an HTTP status and an Azure error code.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use control::ControlError;
+use control::identity::TokenError;
+use control::store::StoreError;
+use serde_json::json;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("{0}")]
+    Token(#[from] TokenError),
+    #[error(
+        "Authentication failed. The 'Authorization' header is missing or is not a Bearer token."
+    )]
+    MissingAuthorization,
+    #[error("No HTTP resource was found that matches the request URI '{0}'.")]
+    NoRoute(String),
+    #[error("The requested resource does not support http method '{0}'.")]
+    MethodNotAllowed(String),
+    #[error("The api-version query parameter (?api-version=) is required for all requests.")]
+    MissingApiVersion,
+    #[error(
+        "No registered resource provider found for location and API version for type '{0}'. sealdisk serves Microsoft.Resources and Microsoft.Authorization so far."
+    )]
+    NoRegisteredProvider(String),
+    #[error("The request content was invalid and could not be deserialized: {0}")]
+    InvalidRequestContent(String),
+    #[error("The $filter '{0}' is not supported. Supported: {1}.")]
+    UnsupportedFilter(String, &'static str),
+    #[error("The operation '{0}' was not found.")]
+    OperationNotFound(String),
+    #[error("Token signing failed: {0}")]
+    TokenSigning(#[from] jsonwebtoken::errors::Error),
+    #[error("The request body is larger than {0} bytes.")]
+    BodyTooLarge(usize),
+}
+
+impl ApiError {
+    /// The HTTP status and the stable Azure error code.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        use ControlError as C;
+        match self {
+            Self::Control(e) => match e {
+                C::SubscriptionNotFound(_) => (StatusCode::NOT_FOUND, "SubscriptionNotFound"),
+                C::ResourceGroupNotFound(_) => (StatusCode::NOT_FOUND, "ResourceGroupNotFound"),
+                C::ResourceNotFound { .. } => (StatusCode::NOT_FOUND, "ResourceNotFound"),
+                C::RoleDefinitionNotFound(_) => {
+                    (StatusCode::BAD_REQUEST, "RoleDefinitionDoesNotExist")
+                }
+                C::RoleAssignmentNotFound(_) => (StatusCode::NOT_FOUND, "RoleAssignmentNotFound"),
+                C::RoleAssignmentExists => (StatusCode::CONFLICT, "RoleAssignmentExists"),
+                C::PrincipalNotFound(_) => (StatusCode::BAD_REQUEST, "PrincipalNotFound"),
+                C::DirectoryObjectNotFound(_) => {
+                    (StatusCode::NOT_FOUND, "Request_ResourceNotFound")
+                }
+                C::LocationNotAvailable(_) => (
+                    StatusCode::BAD_REQUEST,
+                    "LocationNotAvailableForResourceGroup",
+                ),
+                C::InvalidResourceGroupName(_) => (StatusCode::BAD_REQUEST, "InvalidResourceGroup"),
+                C::InvalidParameter { .. } => (StatusCode::BAD_REQUEST, "InvalidParameter"),
+                C::InvalidRequestContent(_) => (StatusCode::BAD_REQUEST, "InvalidRequestContent"),
+                C::AuthorizationFailed { .. } => (StatusCode::FORBIDDEN, "AuthorizationFailed"),
+                C::PrincipalNotEditable(_) => (StatusCode::BAD_REQUEST, "Request_BadRequest"),
+                C::Store(StoreError::Duplicate(_)) => (StatusCode::CONFLICT, "Conflict"),
+                C::Store(_) | C::Crypto(_) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError")
+                }
+            },
+            Self::Token(_) => (StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken"),
+            Self::MissingAuthorization => (StatusCode::UNAUTHORIZED, "AuthenticationFailed"),
+            Self::NoRoute(_) => (StatusCode::NOT_FOUND, "NotFound"),
+            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
+            Self::MissingApiVersion => (StatusCode::BAD_REQUEST, "MissingApiVersionParameter"),
+            Self::NoRegisteredProvider(_) => (StatusCode::BAD_REQUEST, "NoRegisteredProviderFound"),
+            Self::InvalidRequestContent(_) => (StatusCode::BAD_REQUEST, "InvalidRequestContent"),
+            Self::UnsupportedFilter(..) => (StatusCode::BAD_REQUEST, "InvalidFilterInQueryString"),
+            Self::OperationNotFound(_) => (StatusCode::NOT_FOUND, "OperationNotFound"),
+            Self::TokenSigning(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError"),
+            Self::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let mut response = (
+            status,
+            axum::Json(json!({"error": {"code": code, "message": self.to_string()}})),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            let challenge = format!(
+                "Bearer authorization_uri=\"\", error=\"invalid_token\", error_description=\"{}\"",
+                self.to_string().replace('"', "'")
+            );
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,171 @@
+//! Request dispatch. ARM paths are matched segment by segment, case-insensitively on the fixed
+//! words, with empty segments (`//metadata/endpoints`) ignored, as ARM does.
+
+mod arm;
+mod graph;
+mod identity;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 4 << 20;
+
+pub fn router(state: Arc<AppState>) -> axum::Router {
+    axum::Router::new().fallback(dispatch).with_state(state)
+}
+
+/// One request, decoded once.
+#[derive(Debug)]
+pub(crate) struct Req {
+    pub method: Method,
+    pub headers: HeaderMap,
+    /// Non-empty, percent-decoded path segments.
+    pub segments: Vec<String>,
+    /// Percent-decoded query pairs.
+    pub query: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Req {
+    /// The query parameter `name` (case-insensitive).
+    pub fn query(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `api-version`, required on every ARM call; any value is accepted.
+    pub fn api_version(&self) -> ApiResult<&str> {
+        self.query("api-version")
+            .filter(|v| !v.is_empty())
+            .ok_or(ApiError::MissingApiVersion)
+    }
+
+    /// The body as JSON of type `T`.
+    pub fn json<T: DeserializeOwned>(&self) -> ApiResult<T> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ApiError::InvalidRequestContent(e.to_string()))
+    }
+
+    /// Whether segment `i` is `word` (case-insensitive).
+    pub fn is(&self, i: usize, word: &str) -> bool {
+        self.segments
+            .get(i)
+            .is_some_and(|s| s.eq_ignore_ascii_case(word))
+    }
+
+    pub fn seg(&self, i: usize) -> &str {
+        self.segments.get(i).map(String::as_str).unwrap_or_default()
+    }
+}
+
+fn decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) -> Response {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let host = parts
+        .uri
+        .host()
+        .map(str::to_string)
+        .or_else(|| {
+            parts
+                .headers
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let path = parts.uri.path().to_string();
+    let method = parts.method.clone();
+    let response = match axum::body::to_bytes(body, MAX_BODY).await {
+        Err(_) => ApiError::BodyTooLarge(MAX_BODY).into_response(),
+        Ok(body) => {
+            let req = Req {
+                method: parts.method,
+                headers: parts.headers,
+                segments: path
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(decode)
+                    .collect(),
+                query: parts
+                    .uri
+                    .query()
+                    .map(|q| serde_urlencoded::from_str(q).unwrap_or_default())
+                    .unwrap_or_default(),
+                body,
+            };
+            match state.endpoints.vault_name(&host) {
+                Some(vault) => vault_not_ready(vault),
+                None => route(&state, &req).unwrap_or_else(IntoResponse::into_response),
+            }
+        }
+    };
+    tracing::info!(
+        %method, host, path, status = response.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64, "request"
+    );
+    response
+}
+
+/// The Key Vault data plane arrives with the Key Vault service; until then a vault host has no
+/// vaults.
+fn vault_not_ready(vault: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({"error": {"code": "VaultNotFound", "message": format!("Vault '{vault}' does not exist in this deployment.")}})),
+    )
+        .into_response()
+}
+
+fn route(state: &AppState, req: &Req) -> ApiResult<Response> {
+    let n = req.segments.len();
+    if n == 0 {
+        return Err(ApiError::NoRoute("/".into()));
+    }
+    if n == 1 && req.is(0, "healthz") {
+        return Ok((StatusCode::OK, "ok").into_response());
+    }
+    if n == 2 && req.is(0, "metadata") && req.is(1, "endpoints") {
+        return Ok(identity::metadata_endpoints(state));
+    }
+    if req.is(0, "graph") {
+        return graph::route(state, req);
+    }
+    if req.is(0, "subscriptions") || req.is(0, "providers") || req.is(0, "tenants") {
+        return arm::route(state, req);
+    }
+    identity::route(state, req)
+}
+
+/// `200 OK` with a JSON body.
+pub(crate) fn ok(body: serde_json::Value) -> Response {
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// `status` with a JSON body.
+pub(crate) fn with_status(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+/// An ARM list page.
+pub(crate) fn list(values: Vec<serde_json::Value>) -> Response {
+    ok(json!({"value": values}))
+}
