@@ -43,7 +43,7 @@ pub enum ControlError {
     #[error("The request body is not valid JSON for this resource: {0}")]
     InvalidRequestContent(String),
     #[error(
-        "The client '{principal}' with object id '{principal}' does not have authorization to perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials."
+        "The client with object id '{principal}' does not have authorization to perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials."
     )]
     AuthorizationFailed {
         principal: String,

@@ -78,7 +78,7 @@ pub fn route(state: &AppState, req: &Req) -> ApiResult<Response> {
         }
         3 if req.is(2, "resourcegroups") => {
             expect_get(m)?;
-            let groups = state.control.resource_groups(sub)?;
+            let groups = filter_by_tag(state.control.resource_groups(sub)?, req.query("$filter"))?;
             Ok(list(readable(state, &caller, groups, RG_READ)?))
         }
         3 if req.is(2, "resources") => {
@@ -227,6 +227,42 @@ fn filter_resources(values: Vec<Value>, filter: Option<&str>) -> ApiResult<Vec<V
                 v[*field]
                     .as_str()
                     .is_some_and(|s| s.eq_ignore_ascii_case(value))
+            })
+        })
+        .collect())
+}
+
+const TAG_FILTERS: &str = "tagName eq '...' [and tagValue eq '...']";
+
+/// Applies a resource group `$filter` (`tagName eq 'k' and tagValue eq 'v'`).
+fn filter_by_tag(values: Vec<Value>, filter: Option<&str>) -> ApiResult<Vec<Value>> {
+    let Some(filter) = filter.map(str::trim).filter(|f| !f.is_empty()) else {
+        return Ok(values);
+    };
+    let unsupported = || ApiError::UnsupportedFilter(filter.to_string(), TAG_FILTERS);
+    let (mut name, mut value) = (None, None);
+    for clause in split_and(filter) {
+        let (field, v) = clause.split_once(" eq ").ok_or_else(unsupported)?;
+        let v = v
+            .trim()
+            .strip_prefix('\'')
+            .and_then(|v| v.strip_suffix('\''))
+            .ok_or_else(unsupported)?;
+        match field.trim().to_ascii_lowercase().as_str() {
+            "tagname" => name = Some(v.to_string()),
+            "tagvalue" => value = Some(v.to_string()),
+            _ => return Err(unsupported()),
+        }
+    }
+    let name = name.ok_or_else(unsupported)?;
+    Ok(values
+        .into_iter()
+        .filter(|g| {
+            g["tags"].as_object().is_some_and(|tags| {
+                tags.iter().any(|(k, v)| {
+                    k.eq_ignore_ascii_case(&name)
+                        && value.as_ref().is_none_or(|want| v.as_str() == Some(want))
+                })
             })
         })
         .collect())
@@ -562,6 +598,28 @@ mod tests {
         assert_eq!(got[0]["id"], "/a");
         assert_eq!(filter_resources(values.clone(), None).unwrap().len(), 2);
         assert!(filter_resources(values, Some("tagName eq 'x'")).is_err());
+    }
+
+    #[test]
+    fn tag_filters() {
+        let groups = vec![
+            json!({"id": "/a", "tags": {"env": "prod"}}),
+            json!({"id": "/b", "tags": {"env": "dev"}}),
+            json!({"id": "/c"}),
+        ];
+        let got = filter_by_tag(
+            groups.clone(),
+            Some("tagName eq 'Env' and tagValue eq 'prod'"),
+        )
+        .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            filter_by_tag(groups.clone(), Some("tagName eq 'env'"))
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(filter_by_tag(groups, Some("tagValue eq 'x'")).is_err());
     }
 
     #[test]

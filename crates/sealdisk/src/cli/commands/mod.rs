@@ -1,0 +1,54 @@
+//! Command handlers: each takes its parsed arguments and returns an [`Outcome`] for `mod.rs`
+//! to query and print.
+
+pub mod account;
+pub mod ad;
+pub mod group;
+pub mod login;
+pub mod role;
+
+use serde_json::Value;
+
+use super::error::CliResult;
+use super::output::Outcome;
+use super::{Command, Ctx};
+
+/// Runs one command.
+pub async fn run(ctx: &Ctx, command: Command) -> CliResult<Outcome> {
+    match command {
+        Command::Login(args) => login::login(ctx, args).await,
+        Command::Logout => login::logout(ctx),
+        Command::Account(cmd) => account::run(ctx, cmd).await,
+        Command::Group(cmd) => group::run(ctx, cmd).await,
+        Command::Role(cmd) => role::run(ctx, cmd).await,
+        Command::Ad(cmd) => ad::run(ctx, cmd).await,
+    }
+}
+
+/// Adds the keys an az SDK model always prints, as null where the server left them out (the
+/// Python models serialize every attribute), so that `--query` and `-o tsv` columns line up
+/// with az.
+pub fn with_model_keys(mut value: Value, keys: &[&str]) -> Value {
+    if let Some(obj) = value.as_object_mut() {
+        for k in keys {
+            obj.entry((*k).to_owned()).or_insert(Value::Null);
+        }
+    }
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn model_keys_are_added_as_null_only_when_missing() {
+        let v = with_model_keys(
+            json!({"name":"a","tags":{"x":"y"}}),
+            &["name", "tags", "managedBy"],
+        );
+        assert_eq!(v, json!({"name":"a","tags":{"x":"y"},"managedBy":null}));
+        assert_eq!(with_model_keys(json!(null), &["a"]), json!(null));
+    }
+}
