@@ -25,7 +25,7 @@ pub enum ApiError {
     #[error("The api-version query parameter (?api-version=) is required for all requests.")]
     MissingApiVersion,
     #[error(
-        "No registered resource provider found for location and API version for type '{0}'. sealdisk serves Microsoft.Resources and Microsoft.Authorization so far."
+        "No registered resource provider found for location and API version for type '{0}'. sealdisk serves Microsoft.Resources, Microsoft.Authorization and Microsoft.KeyVault so far."
     )]
     NoRegisteredProvider(String),
     #[error("The request content was invalid and could not be deserialized: {0}")]
@@ -67,6 +67,13 @@ impl ApiError {
                 C::InvalidRequestContent(_) => (StatusCode::BAD_REQUEST, "InvalidRequestContent"),
                 C::AuthorizationFailed { .. } => (StatusCode::FORBIDDEN, "AuthorizationFailed"),
                 C::PrincipalNotEditable(_) => (StatusCode::BAD_REQUEST, "Request_BadRequest"),
+                C::VaultNameNotValid(_) => (StatusCode::BAD_REQUEST, "VaultNameNotValid"),
+                C::VaultAlreadyExists(_) => (StatusCode::CONFLICT, "VaultAlreadyExists"),
+                C::VaultInDeletedState(_) => (StatusCode::CONFLICT, "ConflictError"),
+                C::VaultNotFound(..) => (StatusCode::NOT_FOUND, "ResourceNotFound"),
+                C::DeletedVaultNotFound(..) => (StatusCode::NOT_FOUND, "ResourceNotFound"),
+                C::PurgeProtected { .. } => (StatusCode::CONFLICT, "PurgeProtected"),
+                C::PropertyImmutable { .. } => (StatusCode::BAD_REQUEST, "BadRequest"),
                 C::Store(StoreError::Duplicate(_)) => (StatusCode::CONFLICT, "Conflict"),
                 C::Store(_) | C::Crypto(_) => {
                     (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError")

@@ -54,6 +54,30 @@ pub struct Bootstrap {
     pub client_secret: Zeroizing<String>,
 }
 
+/// The time source, in unix seconds; injectable so that retention periods can be tested.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl Clock {
+    pub fn system() -> Self {
+        Self(Arc::new(now))
+    }
+
+    pub fn new(f: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    pub fn now(&self) -> i64 {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
 /// The control plane of one deployment.
 #[derive(Debug, Clone)]
 pub struct ControlPlane {
@@ -61,6 +85,7 @@ pub struct ControlPlane {
     tenant: TenantId,
     subscription: SubscriptionId,
     bootstrap_app: AppId,
+    pub(crate) clock: Clock,
 }
 
 pub(crate) fn now() -> i64 {
@@ -102,6 +127,7 @@ impl ControlPlane {
                 tenant,
                 subscription,
                 bootstrap_app,
+                clock: Clock::system(),
             },
             _ => Self::initialize(store)?,
         };
@@ -121,6 +147,7 @@ impl ControlPlane {
             tenant: TenantId::new_random(),
             subscription: SubscriptionId::new_random(),
             bootstrap_app: AppId::new_random(),
+            clock: Clock::system(),
         };
         let (_, principal) =
             plane.create_application("sealdisk-bootstrap", Some(plane.bootstrap_app))?;
@@ -155,6 +182,16 @@ impl ControlPlane {
         }
         let (secret, _) = self.add_password(app.object_id, Some("sealdisk connection file"))?;
         Ok(secret)
+    }
+
+    /// The same control plane reading time from `clock`.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

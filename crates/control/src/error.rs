@@ -52,6 +52,36 @@ pub enum ControlError {
     },
     #[error("Principals of kind {0} cannot be changed through this API.")]
     PrincipalNotEditable(&'static str),
+    #[error(
+        "The vault name '{0}' is invalid. A vault's name must be between 3-24 alphanumeric characters. The name must begin with a letter, end with a letter or digit, and not contain consecutive hyphens."
+    )]
+    VaultNameNotValid(String),
+    #[error(
+        "The vault name '{0}' is already in use. Vault names are globally unique in a deployment; choose another name."
+    )]
+    VaultAlreadyExists(String),
+    #[error(
+        "A vault with the name '{0}' already exists in deleted state. Either recover it (createMode 'recover') or purge it first."
+    )]
+    VaultInDeletedState(String),
+    #[error(
+        "The Resource 'Microsoft.KeyVault/vaults/{0}' under resource group '{1}' was not found."
+    )]
+    VaultNotFound(String, String),
+    #[error("Deleted vault '{0}' was not found in location '{1}'.")]
+    DeletedVaultNotFound(String, String),
+    #[error(
+        "Vault '{name}' has purge protection enabled and cannot be purged before its scheduled purge date {scheduled_purge}."
+    )]
+    PurgeProtected {
+        name: String,
+        scheduled_purge: String,
+    },
+    #[error("The property '{property}' {reason}")]
+    PropertyImmutable {
+        property: &'static str,
+        reason: &'static str,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

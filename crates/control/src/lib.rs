@@ -12,7 +12,8 @@ pub mod ids;
 pub mod operations;
 pub mod resources;
 pub mod store;
+pub mod vaults;
 
 pub use authz::{RoleAssignment, RoleDefinition, RolePermission, builtin_roles, permits};
-pub use deployment::{Bootstrap, ControlPlane, LOCATIONS, Location};
+pub use deployment::{Bootstrap, Clock, ControlPlane, LOCATIONS, Location};
 pub use error::ControlError;

@@ -12,7 +12,7 @@ use control::resources::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Req, list, ok, with_status};
+use super::{Req, keyvault_arm, list, ok, with_status};
 use crate::AppState;
 use crate::auth::{Caller, authenticate};
 use crate::error::{ApiError, ApiResult};
@@ -88,8 +88,17 @@ pub fn route(state: &AppState, req: &Req) -> ApiResult<Response> {
             Ok(list(readable_resources(state, &caller, resources)?))
         }
         _ if req.is(2, "providers") => {
-            if n >= 8 && req.is(4, "locations") {
+            if n >= 8 && req.is(4, "locations") && is_operation(req.seg(6)) {
                 return operation(state, req, &caller, req.seg(7));
+            }
+            if n >= 5 && req.is(3, "Microsoft.KeyVault") {
+                return keyvault_arm::route_subscription(
+                    state,
+                    req,
+                    &caller,
+                    sub,
+                    &req.segments[4..],
+                );
             }
             providers(state, req, 3)
         }
@@ -117,11 +126,31 @@ pub fn route(state: &AppState, req: &Req) -> ApiResult<Response> {
             }
             resource_group(state, req, &caller, sub, group)
         }
-        _ if n >= 6 && req.is(2, "resourcegroups") && req.is(4, "providers") => Err(
-            ApiError::NoRegisteredProvider(format!("{}/{}", req.seg(5), req.seg(6))),
-        ),
+        _ if n >= 7 && req.is(2, "resourcegroups") && req.is(4, "providers") => {
+            if req.is(5, "Microsoft.KeyVault") {
+                let rest = &req.segments[6..];
+                return keyvault_arm::route_group(state, req, &caller, sub, req.seg(3), rest);
+            }
+            Err(ApiError::NoRegisteredProvider(format!(
+                "{}/{}",
+                req.seg(5),
+                req.seg(6)
+            )))
+        }
         _ => Err(no_route(req)),
     }
+}
+
+fn is_operation(segment: &str) -> bool {
+    [
+        "operations",
+        "operationresults",
+        "diskoperations",
+        "asyncoperations",
+        "operationstatuses",
+    ]
+    .iter()
+    .any(|w| segment.eq_ignore_ascii_case(w))
 }
 
 fn no_route(req: &Req) -> ApiError {

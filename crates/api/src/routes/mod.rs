@@ -4,6 +4,7 @@
 mod arm;
 mod graph;
 mod identity;
+mod keyvault_arm;
 
 use std::sync::Arc;
 use std::time::Instant;
