@@ -91,6 +91,18 @@ pub struct OperationRecord {
     pub body: Value,
 }
 
+/// One version of a Key Vault key: its public document and its private key sealed under the
+/// platform root key. `vault` and `name` are stored lower-cased for lookups; `body.name` keeps
+/// the name's case.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyVersionRecord {
+    pub vault: String,
+    pub name: String,
+    pub version: String,
+    pub body: Value,
+    pub sealed: Vec<u8>,
+}
+
 /// Durable metadata. Implementations are internally synchronised.
 pub trait Store: Send + Sync + std::fmt::Debug {
     fn setting(&self, key: &str) -> Result<Option<String>, StoreError>;
@@ -123,4 +135,41 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     fn put_operation(&self, operation: &OperationRecord) -> Result<(), StoreError>;
     fn operation(&self, id: &str) -> Result<Option<OperationRecord>, StoreError>;
+
+    fn insert_key_version(&self, key: &KeyVersionRecord) -> Result<(), StoreError>;
+    fn update_key_version(
+        &self,
+        vault: &str,
+        name: &str,
+        version: &str,
+        body: &Value,
+    ) -> Result<bool, StoreError>;
+    fn key_version(
+        &self,
+        vault: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<KeyVersionRecord>, StoreError>;
+    /// The newest version of a key (the last inserted).
+    fn latest_key_version(
+        &self,
+        vault: &str,
+        name: &str,
+    ) -> Result<Option<KeyVersionRecord>, StoreError>;
+    /// Every version of a key, oldest first.
+    fn key_versions(&self, vault: &str, name: &str) -> Result<Vec<KeyVersionRecord>, StoreError>;
+    /// The newest version of every key in a vault, by name.
+    fn latest_key_versions(&self, vault: &str) -> Result<Vec<KeyVersionRecord>, StoreError>;
+    /// Marks a key deleted (its versions stay until purged) with its deletion document.
+    fn put_deleted_key(&self, vault: &str, name: &str, body: &Value) -> Result<(), StoreError>;
+    fn deleted_key(&self, vault: &str, name: &str) -> Result<Option<Value>, StoreError>;
+    fn deleted_keys(&self, vault: &str) -> Result<Vec<Value>, StoreError>;
+    /// Clears the deleted mark (recovery).
+    fn remove_deleted_key(&self, vault: &str, name: &str) -> Result<bool, StoreError>;
+    /// Removes every trace of a key: versions, deleted mark, rotation policy. Irreversible.
+    fn purge_key(&self, vault: &str, name: &str) -> Result<(), StoreError>;
+    fn put_rotation_policy(&self, vault: &str, name: &str, body: &Value) -> Result<(), StoreError>;
+    fn rotation_policy(&self, vault: &str, name: &str) -> Result<Option<Value>, StoreError>;
+    /// Every rotation policy, as (vault, key name, policy), for the rotation scheduler.
+    fn rotation_policies(&self) -> Result<Vec<(String, String, Value)>, StoreError>;
 }

@@ -10,7 +10,8 @@ use uuid::Uuid;
 use super::*;
 
 /// Migration `i` moves the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE applications (
     object_id TEXT PRIMARY KEY,
@@ -42,7 +43,32 @@ CREATE TABLE resources (
 );
 CREATE INDEX resources_by_type ON resources(type_lower);
 CREATE TABLE operations (id TEXT PRIMARY KEY, body TEXT NOT NULL);
-"#];
+"#,
+    r#"
+CREATE TABLE key_versions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    vault TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    body TEXT NOT NULL,
+    sealed BLOB NOT NULL,
+    UNIQUE (vault, name, version)
+);
+CREATE INDEX key_versions_by_key ON key_versions(vault, name);
+CREATE TABLE deleted_keys (
+    vault TEXT NOT NULL,
+    name TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (vault, name)
+);
+CREATE TABLE key_rotation_policies (
+    vault TEXT NOT NULL,
+    name TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (vault, name)
+);
+"#,
+];
 
 /// SQLite-backed [`Store`].
 #[derive(Debug)]
@@ -458,6 +484,221 @@ impl Store for SqliteStore {
         })
         .transpose()
     }
+    fn insert_key_version(&self, k: &KeyVersionRecord) -> Result<(), StoreError> {
+        let body = serde_json::to_string(&k.body).map_err(corrupt)?;
+        self.conn()
+            .execute(
+                "INSERT INTO key_versions(vault, name, version, body, sealed) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![lower(&k.vault), lower(&k.name), k.version, body, k.sealed],
+            )
+            .map_err(|e| unique_violation(e, format!("key version {}/{}", k.name, k.version)))?;
+        Ok(())
+    }
+
+    fn update_key_version(
+        &self,
+        vault: &str,
+        name: &str,
+        version: &str,
+        body: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let body = serde_json::to_string(body).map_err(corrupt)?;
+        let n = self.conn().execute(
+            "UPDATE key_versions SET body = ?4 WHERE vault = ?1 AND name = ?2 AND version = ?3",
+            params![lower(vault), lower(name), version, body],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn key_version(
+        &self,
+        vault: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<KeyVersionRecord>, StoreError> {
+        let v = self.keys_where(
+            "vault = ?1 AND name = ?2 AND version = ?3",
+            &[&lower(vault), &lower(name), version],
+        )?;
+        Ok(v.into_iter().next())
+    }
+
+    fn latest_key_version(
+        &self,
+        vault: &str,
+        name: &str,
+    ) -> Result<Option<KeyVersionRecord>, StoreError> {
+        let v = self.keys_where(
+            "vault = ?1 AND name = ?2 ORDER BY seq DESC LIMIT 1",
+            &[&lower(vault), &lower(name)],
+        )?;
+        Ok(v.into_iter().next())
+    }
+
+    fn key_versions(&self, vault: &str, name: &str) -> Result<Vec<KeyVersionRecord>, StoreError> {
+        self.keys_where(
+            "vault = ?1 AND name = ?2 ORDER BY seq",
+            &[&lower(vault), &lower(name)],
+        )
+    }
+
+    fn latest_key_versions(&self, vault: &str) -> Result<Vec<KeyVersionRecord>, StoreError> {
+        self.keys_where(
+            "seq IN (SELECT MAX(seq) FROM key_versions WHERE vault = ?1 GROUP BY name) ORDER BY name",
+            &[&lower(vault)],
+        )
+    }
+
+    fn put_deleted_key(
+        &self,
+        vault: &str,
+        name: &str,
+        body: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let body = serde_json::to_string(body).map_err(corrupt)?;
+        self.conn().execute(
+            "INSERT INTO deleted_keys(vault, name, body) VALUES (?1, ?2, ?3)
+             ON CONFLICT(vault, name) DO UPDATE SET body = excluded.body",
+            params![lower(vault), lower(name), body],
+        )?;
+        Ok(())
+    }
+
+    fn deleted_key(
+        &self,
+        vault: &str,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let rows = self.json_rows(
+            "SELECT body FROM deleted_keys WHERE vault = ?1 AND name = ?2",
+            &[&lower(vault), &lower(name)],
+        )?;
+        Ok(rows.into_iter().next())
+    }
+
+    fn deleted_keys(&self, vault: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+        self.json_rows(
+            "SELECT body FROM deleted_keys WHERE vault = ?1 ORDER BY name",
+            &[&lower(vault)],
+        )
+    }
+
+    fn remove_deleted_key(&self, vault: &str, name: &str) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "DELETE FROM deleted_keys WHERE vault = ?1 AND name = ?2",
+            params![lower(vault), lower(name)],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn purge_key(&self, vault: &str, name: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for table in ["key_versions", "deleted_keys", "key_rotation_policies"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE vault = ?1 AND name = ?2"),
+                params![lower(vault), lower(name)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn put_rotation_policy(
+        &self,
+        vault: &str,
+        name: &str,
+        body: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let body = serde_json::to_string(body).map_err(corrupt)?;
+        self.conn().execute(
+            "INSERT INTO key_rotation_policies(vault, name, body) VALUES (?1, ?2, ?3)
+             ON CONFLICT(vault, name) DO UPDATE SET body = excluded.body",
+            params![lower(vault), lower(name), body],
+        )?;
+        Ok(())
+    }
+
+    fn rotation_policy(
+        &self,
+        vault: &str,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let rows = self.json_rows(
+            "SELECT body FROM key_rotation_policies WHERE vault = ?1 AND name = ?2",
+            &[&lower(vault), &lower(name)],
+        )?;
+        Ok(rows.into_iter().next())
+    }
+
+    fn rotation_policies(&self) -> Result<Vec<(String, String, serde_json::Value)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT vault, name, body FROM key_rotation_policies ORDER BY vault, name")?;
+        let raws = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        raws.into_iter()
+            .map(|(v, n, b)| Ok((v, n, serde_json::from_str(&b).map_err(corrupt)?)))
+            .collect()
+    }
+}
+
+fn key_record(row: &Row<'_>) -> rusqlite::Result<(String, String, String, String, Vec<u8>)> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
+}
+
+fn key(raw: (String, String, String, String, Vec<u8>)) -> Result<KeyVersionRecord, StoreError> {
+    Ok(KeyVersionRecord {
+        vault: raw.0,
+        name: raw.1,
+        version: raw.2,
+        body: serde_json::from_str(&raw.3).map_err(corrupt)?,
+        sealed: raw.4,
+    })
+}
+
+const KEY_COLUMNS: &str = "vault, name, version, body, sealed";
+
+fn lower(s: &str) -> String {
+    s.to_ascii_lowercase()
+}
+
+impl SqliteStore {
+    fn keys_where(&self, clause: &str, args: &[&str]) -> Result<Vec<KeyVersionRecord>, StoreError> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM key_versions WHERE {clause}");
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&sql)?;
+        let raws = stmt
+            .query_map(rusqlite::params_from_iter(args.iter()), key_record)?
+            .collect::<Result<Vec<_>, _>>()?;
+        raws.into_iter().map(key).collect()
+    }
+
+    fn json_rows(&self, sql: &str, args: &[&str]) -> Result<Vec<serde_json::Value>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(sql)?;
+        let raws = stmt
+            .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                r.get::<_, String>(0)
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        raws.iter()
+            .map(|b| serde_json::from_str(b).map_err(corrupt))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -526,6 +767,56 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn key_versions_latest_deleted_and_purge() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let rec = |name: &str, version: &str| KeyVersionRecord {
+            vault: "KV".into(),
+            name: name.into(),
+            version: version.into(),
+            body: json!({"v": version}),
+            sealed: vec![1, 2, 3],
+        };
+        store.insert_key_version(&rec("K", "b")).unwrap();
+        store.insert_key_version(&rec("k", "a")).unwrap();
+        store.insert_key_version(&rec("other", "c")).unwrap();
+        assert!(matches!(
+            store.insert_key_version(&rec("k", "a")),
+            Err(StoreError::Duplicate(_))
+        ));
+        assert_eq!(
+            store
+                .latest_key_version("kv", "K")
+                .unwrap()
+                .unwrap()
+                .version,
+            "a"
+        );
+        assert_eq!(store.key_versions("kv", "k").unwrap().len(), 2);
+        assert_eq!(store.latest_key_versions("kv").unwrap().len(), 2);
+        assert!(
+            store
+                .update_key_version("kv", "k", "b", &json!({"x": 1}))
+                .unwrap()
+        );
+        assert_eq!(
+            store.key_version("kv", "k", "b").unwrap().unwrap().body,
+            json!({"x": 1})
+        );
+        store
+            .put_deleted_key("kv", "k", &json!({"deleted": true}))
+            .unwrap();
+        store
+            .put_rotation_policy("kv", "k", &json!({"p": 1}))
+            .unwrap();
+        assert_eq!(store.deleted_keys("kv").unwrap().len(), 1);
+        store.purge_key("kv", "k").unwrap();
+        assert!(store.key_versions("kv", "k").unwrap().is_empty());
+        assert!(store.deleted_key("kv", "k").unwrap().is_none());
+        assert!(store.rotation_policy("kv", "k").unwrap().is_none());
+        assert_eq!(store.latest_key_versions("kv").unwrap().len(), 1);
     }
 
     #[test]
