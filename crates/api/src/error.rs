@@ -38,47 +38,15 @@ pub enum ApiError {
     TokenSigning(#[from] jsonwebtoken::errors::Error),
     #[error("The request body is larger than {0} bytes.")]
     BodyTooLarge(usize),
+    #[error("The audit log cannot be written, so the operation was refused: {0}")]
+    AuditUnavailable(String),
 }
 
 impl ApiError {
     /// The HTTP status and the stable Azure error code.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
-        use ControlError as C;
         match self {
-            Self::Control(e) => match e {
-                C::SubscriptionNotFound(_) => (StatusCode::NOT_FOUND, "SubscriptionNotFound"),
-                C::ResourceGroupNotFound(_) => (StatusCode::NOT_FOUND, "ResourceGroupNotFound"),
-                C::ResourceNotFound { .. } => (StatusCode::NOT_FOUND, "ResourceNotFound"),
-                C::RoleDefinitionNotFound(_) => {
-                    (StatusCode::BAD_REQUEST, "RoleDefinitionDoesNotExist")
-                }
-                C::RoleAssignmentNotFound(_) => (StatusCode::NOT_FOUND, "RoleAssignmentNotFound"),
-                C::RoleAssignmentExists => (StatusCode::CONFLICT, "RoleAssignmentExists"),
-                C::PrincipalNotFound(_) => (StatusCode::BAD_REQUEST, "PrincipalNotFound"),
-                C::DirectoryObjectNotFound(_) => {
-                    (StatusCode::NOT_FOUND, "Request_ResourceNotFound")
-                }
-                C::LocationNotAvailable(_) => (
-                    StatusCode::BAD_REQUEST,
-                    "LocationNotAvailableForResourceGroup",
-                ),
-                C::InvalidResourceGroupName(_) => (StatusCode::BAD_REQUEST, "InvalidResourceGroup"),
-                C::InvalidParameter { .. } => (StatusCode::BAD_REQUEST, "InvalidParameter"),
-                C::InvalidRequestContent(_) => (StatusCode::BAD_REQUEST, "InvalidRequestContent"),
-                C::AuthorizationFailed { .. } => (StatusCode::FORBIDDEN, "AuthorizationFailed"),
-                C::PrincipalNotEditable(_) => (StatusCode::BAD_REQUEST, "Request_BadRequest"),
-                C::VaultNameNotValid(_) => (StatusCode::BAD_REQUEST, "VaultNameNotValid"),
-                C::VaultAlreadyExists(_) => (StatusCode::CONFLICT, "VaultAlreadyExists"),
-                C::VaultInDeletedState(_) => (StatusCode::CONFLICT, "ConflictError"),
-                C::VaultNotFound(..) => (StatusCode::NOT_FOUND, "ResourceNotFound"),
-                C::DeletedVaultNotFound(..) => (StatusCode::NOT_FOUND, "ResourceNotFound"),
-                C::PurgeProtected { .. } => (StatusCode::CONFLICT, "PurgeProtected"),
-                C::PropertyImmutable { .. } => (StatusCode::BAD_REQUEST, "BadRequest"),
-                C::Store(StoreError::Duplicate(_)) => (StatusCode::CONFLICT, "Conflict"),
-                C::Store(_) | C::Crypto(_) => {
-                    (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError")
-                }
-            },
+            Self::Control(e) => control_status_and_code(e),
             Self::Token(_) => (StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken"),
             Self::MissingAuthorization => (StatusCode::UNAUTHORIZED, "AuthenticationFailed"),
             Self::NoRoute(_) => (StatusCode::NOT_FOUND, "NotFound"),
@@ -90,6 +58,21 @@ impl ApiError {
             Self::OperationNotFound(_) => (StatusCode::NOT_FOUND, "OperationNotFound"),
             Self::TokenSigning(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError"),
             Self::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
+            Self::AuditUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "AuditLogUnavailable"),
+        }
+    }
+
+    /// The Key Vault `innererror.code`, where Azure sends one.
+    pub fn inner_code(&self) -> Option<&'static str> {
+        use ControlError as C;
+        match self {
+            Self::Control(C::KeyDisabled { .. }) => Some("KeyDisabled"),
+            Self::Control(C::KeyDeletedButRecoverable(_)) => Some("ObjectIsDeletedButRecoverable"),
+            Self::Control(C::KeyAccessDenied { .. }) => Some("AccessDenied"),
+            Self::Control(C::KeyForbiddenByRbac { .. }) => Some("ForbiddenByRbac"),
+            Self::Control(C::KeyOperationNotPermitted { .. }) => Some("KeyOperationNotPermitted"),
+            Self::Control(C::KeyPurgeProtected(_)) => Some("PurgeProtectionEnabled"),
+            _ => None,
         }
     }
 }
@@ -100,11 +83,11 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        let mut response = (
-            status,
-            axum::Json(json!({"error": {"code": code, "message": self.to_string()}})),
-        )
-            .into_response();
+        let mut error = json!({"code": code, "message": self.to_string()});
+        if let Some(inner) = self.inner_code() {
+            error["innererror"] = json!({"code": inner});
+        }
+        let mut response = (status, axum::Json(json!({"error": error}))).into_response();
         if status == StatusCode::UNAUTHORIZED {
             let challenge = format!(
                 "Bearer authorization_uri=\"\", error=\"invalid_token\", error_description=\"{}\"",
@@ -115,6 +98,52 @@ impl IntoResponse for ApiError {
             }
         }
         response
+    }
+}
+
+/// The HTTP status and Azure error code of a control-plane error.
+pub fn control_status_and_code(e: &ControlError) -> (StatusCode, &'static str) {
+    use ControlError as C;
+    match e {
+        C::SubscriptionNotFound(_) => (StatusCode::NOT_FOUND, "SubscriptionNotFound"),
+        C::ResourceGroupNotFound(_) => (StatusCode::NOT_FOUND, "ResourceGroupNotFound"),
+        C::ResourceNotFound { .. } => (StatusCode::NOT_FOUND, "ResourceNotFound"),
+        C::RoleDefinitionNotFound(_) => (StatusCode::BAD_REQUEST, "RoleDefinitionDoesNotExist"),
+        C::RoleAssignmentNotFound(_) => (StatusCode::NOT_FOUND, "RoleAssignmentNotFound"),
+        C::RoleAssignmentExists => (StatusCode::CONFLICT, "RoleAssignmentExists"),
+        C::PrincipalNotFound(_) => (StatusCode::BAD_REQUEST, "PrincipalNotFound"),
+        C::DirectoryObjectNotFound(_) => (StatusCode::NOT_FOUND, "Request_ResourceNotFound"),
+        C::LocationNotAvailable(_) => (
+            StatusCode::BAD_REQUEST,
+            "LocationNotAvailableForResourceGroup",
+        ),
+        C::InvalidResourceGroupName(_) => (StatusCode::BAD_REQUEST, "InvalidResourceGroup"),
+        C::InvalidParameter { .. } => (StatusCode::BAD_REQUEST, "InvalidParameter"),
+        C::InvalidRequestContent(_) => (StatusCode::BAD_REQUEST, "InvalidRequestContent"),
+        C::AuthorizationFailed { .. } => (StatusCode::FORBIDDEN, "AuthorizationFailed"),
+        C::PrincipalNotEditable(_) => (StatusCode::BAD_REQUEST, "Request_BadRequest"),
+        C::VaultNameNotValid(_) => (StatusCode::BAD_REQUEST, "VaultNameNotValid"),
+        C::VaultAlreadyExists(_) => (StatusCode::CONFLICT, "VaultAlreadyExists"),
+        C::VaultInDeletedState(_) => (StatusCode::CONFLICT, "ConflictError"),
+        C::VaultNotFound(..) => (StatusCode::NOT_FOUND, "ResourceNotFound"),
+        C::DeletedVaultNotFound(..) => (StatusCode::NOT_FOUND, "ResourceNotFound"),
+        C::PurgeProtected { .. } => (StatusCode::CONFLICT, "PurgeProtected"),
+        C::PropertyImmutable { .. } => (StatusCode::BAD_REQUEST, "BadRequest"),
+        C::KeyNotFound(_) | C::DeletedKeyNotFound(_) => (StatusCode::NOT_FOUND, "KeyNotFound"),
+        C::KeyDeletedButRecoverable(_) | C::KeyAlreadyExists(_) => {
+            (StatusCode::CONFLICT, "Conflict")
+        }
+        C::KeyDisabled { .. }
+        | C::KeyOperationNotPermitted { .. }
+        | C::KeyPurgeProtected(_)
+        | C::KeyAccessDenied { .. }
+        | C::KeyForbiddenByRbac { .. } => (StatusCode::FORBIDDEN, "Forbidden"),
+        C::KeyBadParameter(_) | C::InvalidBackup | C::Material(_) => {
+            (StatusCode::BAD_REQUEST, "BadParameter")
+        }
+        C::Seal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError"),
+        C::Store(StoreError::Duplicate(_)) => (StatusCode::CONFLICT, "Conflict"),
+        C::Store(_) | C::Crypto(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError"),
     }
 }
 

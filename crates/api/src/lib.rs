@@ -24,6 +24,8 @@ pub struct AppState {
     pub control: ControlPlane,
     pub tokens: TokenIssuer,
     pub endpoints: Endpoints,
+    /// The Key Vault audit log; a request whose entry cannot be appended is refused.
+    pub audit: keyvault::audit::AuditLog,
 }
 
 /// The request handler as a cloneable axum router.

@@ -86,6 +86,8 @@ pub struct ControlPlane {
     subscription: SubscriptionId,
     bootstrap_app: AppId,
     pub(crate) clock: Clock,
+    /// The platform root key: seals private keys at rest.
+    pub(crate) root: Arc<crypto::RootKey>,
 }
 
 pub(crate) fn now() -> i64 {
@@ -114,6 +116,7 @@ impl ControlPlane {
     /// it still verifies, otherwise a new secret is added (the plain secret is never stored).
     pub fn open(
         store: Arc<dyn Store>,
+        root: Arc<crypto::RootKey>,
         known_secret: Option<&str>,
     ) -> Result<(Self, Bootstrap), ControlError> {
         let existing = (
@@ -128,8 +131,9 @@ impl ControlPlane {
                 subscription,
                 bootstrap_app,
                 clock: Clock::system(),
+                root,
             },
-            _ => Self::initialize(store)?,
+            _ => Self::initialize(store, root)?,
         };
         let secret = plane.bootstrap_secret(known_secret)?;
         Ok((
@@ -141,13 +145,14 @@ impl ControlPlane {
         ))
     }
 
-    fn initialize(store: Arc<dyn Store>) -> Result<Self, ControlError> {
+    fn initialize(store: Arc<dyn Store>, root: Arc<crypto::RootKey>) -> Result<Self, ControlError> {
         let plane = Self {
             store,
             tenant: TenantId::new_random(),
             subscription: SubscriptionId::new_random(),
             bootstrap_app: AppId::new_random(),
             clock: Clock::system(),
+            root,
         };
         let (_, principal) =
             plane.create_application("sealdisk-bootstrap", Some(plane.bootstrap_app))?;

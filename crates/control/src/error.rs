@@ -82,6 +82,56 @@ pub enum ControlError {
         property: &'static str,
         reason: &'static str,
     },
+    #[error(
+        "A key with (name/id) {0} was not found in this key vault. If you recently deleted this key you may be able to recover it using the correct recovery command."
+    )]
+    KeyNotFound(String),
+    #[error("Deleted Key not found: {0}")]
+    DeletedKeyNotFound(String),
+    #[error(
+        "Key {0} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the key can only be recovered or purged."
+    )]
+    KeyDeletedButRecoverable(String),
+    #[error(
+        "Key {0} already exists in this vault; restore needs a name that is free (delete and purge the existing key first)."
+    )]
+    KeyAlreadyExists(String),
+    #[error(
+        "Operation {operation} is not allowed on a disabled or expired key (key {key}). Enable it or extend its expiry with `key set-attributes`."
+    )]
+    KeyDisabled { key: String, operation: String },
+    #[error("Operation {operation} is not permitted by this key's key_ops ({allowed}).")]
+    KeyOperationNotPermitted { operation: String, allowed: String },
+    #[error("{0}")]
+    KeyBadParameter(String),
+    #[error(
+        "Operation \"purge\" is not allowed on key {0} because purge protection is enabled for this vault; it is purged automatically at its scheduled purge date."
+    )]
+    KeyPurgeProtected(String),
+    #[error(
+        "The user, group or application '{object_id}' does not have keys {permission} permission on key vault '{vault}'. Grant it with `keyvault set-policy --key-permissions {permission}`."
+    )]
+    KeyAccessDenied {
+        object_id: String,
+        permission: String,
+        vault: String,
+    },
+    #[error(
+        "Caller '{object_id}' is not authorized to perform action on resource: Action: '{action}' on vault '{vault}'. Assign a role that grants it, e.g. 'Key Vault Crypto User'."
+    )]
+    KeyForbiddenByRbac {
+        object_id: String,
+        action: String,
+        vault: String,
+    },
+    #[error(
+        "The backup blob is not valid for this deployment: it was damaged or made by another sealdisk deployment."
+    )]
+    InvalidBackup,
+    #[error(transparent)]
+    Material(#[from] keyvault::material::MaterialError),
+    #[error("sealed key material could not be opened: {0}")]
+    Seal(#[from] keyvault::seal::SealError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

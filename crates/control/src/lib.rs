@@ -9,6 +9,7 @@ mod deployment;
 mod error;
 pub mod identity;
 pub mod ids;
+pub mod keys;
 pub mod operations;
 pub mod resources;
 pub mod store;

@@ -467,9 +467,13 @@ mod tests {
     use crate::store::SqliteStore;
 
     fn plane() -> ControlPlane {
-        ControlPlane::open(Arc::new(SqliteStore::open_in_memory().unwrap()), None)
-            .unwrap()
-            .0
+        ControlPlane::open(
+            Arc::new(SqliteStore::open_in_memory().unwrap()),
+            Arc::new(crypto::RootKey::generate().unwrap()),
+            None,
+        )
+        .unwrap()
+        .0
     }
 
     fn rg(location: &str) -> ResourceGroupInput {

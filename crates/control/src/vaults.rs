@@ -677,6 +677,9 @@ impl ControlPlane {
     }
 
     fn purge_vault_record(&self, record: &ResourceRecord) -> Result<(), ControlError> {
+        if let Some(name) = record.body["name"].as_str() {
+            self.purge_vault_keys(name)?;
+        }
         self.store.delete_resource(&record.id)?;
         Ok(())
     }
@@ -818,10 +821,14 @@ mod tests {
     fn setup() -> (ControlPlane, String, Arc<AtomicI64>) {
         let time = Arc::new(AtomicI64::new(1_800_000_000));
         let t = time.clone();
-        let plane = ControlPlane::open(Arc::new(SqliteStore::open_in_memory().unwrap()), None)
-            .unwrap()
-            .0
-            .with_clock(Clock::new(move || t.load(Ordering::SeqCst)));
+        let plane = ControlPlane::open(
+            Arc::new(SqliteStore::open_in_memory().unwrap()),
+            Arc::new(crypto::RootKey::generate().unwrap()),
+            None,
+        )
+        .unwrap()
+        .0
+        .with_clock(Clock::new(move || t.load(Ordering::SeqCst)));
         let sub = plane.subscription().to_string();
         plane
             .put_resource_group(

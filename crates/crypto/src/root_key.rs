@@ -36,6 +36,11 @@ impl RootKey {
         Ok(Self(key))
     }
 
+    /// A fresh random key that lives only in memory (tests, ephemeral deployments).
+    pub fn generate() -> Result<Self, CryptoError> {
+        Ok(Self(random::secret_bytes::<32>()?))
+    }
+
     /// The key bytes, for wrapping operations inside this crate's callers.
     pub fn expose(&self) -> &[u8; 32] {
         &self.0

@@ -84,12 +84,16 @@ async fn run(args: ServeArgs) -> Result<()> {
     let previous: Option<ConnectionFile> = fs::read(&connection_path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
-    let (control, bootstrap) =
-        ControlPlane::open(store, previous.as_ref().map(|c| c.client_secret.as_str()))
-            .context("opening the deployment")?;
     let keys = dir.join("keys");
-    crypto::RootKey::load_or_create(&keys.join("platform-root.key"))
+    let root = crypto::RootKey::load_or_create(&keys.join("platform-root.key"))
         .context("loading the platform root key")?;
+    let root = Arc::new(root);
+    let (control, bootstrap) = ControlPlane::open(
+        store,
+        root.clone(),
+        previous.as_ref().map(|c| c.client_secret.as_str()),
+    )
+    .context("opening the deployment")?;
     let signing_key = crypto::TokenSigningKey::load_or_create(&keys.join("token-signing.pk8"))
         .context("loading the token signing key")?;
 
@@ -145,12 +149,11 @@ async fn run(args: ServeArgs) -> Result<()> {
     )?;
     print_summary(&dir, &connection);
 
-    let state = Arc::new(AppState {
-        control,
-        tokens,
-        endpoints,
-    });
+    let audit = keyvault::audit::AuditLog::open(&dir.join("audit/keyvault.log"), &root)
+        .context("opening the Key Vault audit log")?;
+    let state = Arc::new(AppState { control, tokens, endpoints, audit });
     tokio::spawn(refuse_nbd(nbd));
+    tokio::spawn(rotation_scheduler(state.clone()));
     api::server::serve(listeners, tls, api::router(state), shutdown_signal()).await;
     tracing::info!("sealdisk stopped");
     Ok(())
@@ -168,6 +171,39 @@ async fn refuse_nbd(listener: tokio::net::TcpListener) {
     while let Ok((stream, peer)) = listener.accept().await {
         tracing::info!(%peer, "NBD connection closed: this deployment has no disks to export yet");
         drop(stream);
+    }
+}
+
+/// How often due key rotations (rotation policies) are looked for.
+const ROTATION_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Performs the rotations that key rotation policies make due, each audited as the system.
+async fn rotation_scheduler(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(ROTATION_CHECK);
+    loop {
+        tick.tick().await;
+        let suffix = state.endpoints.vault_suffix();
+        let result = state.control.run_due_rotations(|vault| format!("https://{vault}.{suffix}"));
+        match result {
+            Ok(done) => {
+                for (vault, key, version) in done {
+                    tracing::info!(vault, key, version, "rotated key by policy");
+                    let record = keyvault::audit::AuditRecord {
+                        caller_object_id: keyvault::audit::SYSTEM_CALLER.to_string(),
+                        vault,
+                        key: Some(key),
+                        version: Some(version),
+                        operation: "KeyRotateByPolicy".into(),
+                        result: "Success".into(),
+                        detail: None,
+                    };
+                    if let Err(e) = state.audit.append(record) {
+                        tracing::error!(error = %e, "audit log append failed for a policy rotation");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "key rotation scheduler failed"),
+        }
     }
 }
 

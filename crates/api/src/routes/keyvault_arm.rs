@@ -23,6 +23,34 @@ fn authorize(state: &AppState, caller: &Caller, action: &str, scope: &str) -> Ap
     Ok(state.control.authorize(caller.claims.oid, action, scope)?)
 }
 
+/// Appends a vault policy change to the audit log; refuses the request if that fails.
+fn audit<T>(
+    state: &AppState,
+    caller: &Caller,
+    vault: &str,
+    operation: &str,
+    result: &Result<T, control::ControlError>,
+    detail: Option<String>,
+) -> ApiResult<()> {
+    let result = match result {
+        Ok(_) => "Success".to_string(),
+        Err(e) => crate::error::control_status_and_code(e).1.to_string(),
+    };
+    state
+        .audit
+        .append(keyvault::audit::AuditRecord {
+            caller_object_id: caller.claims.oid.to_string(),
+            vault: vault.to_string(),
+            key: None,
+            version: None,
+            operation: operation.to_string(),
+            result,
+            detail,
+        })
+        .map(|_| ())
+        .map_err(|e| ApiError::AuditUnavailable(e.to_string()))
+}
+
 /// A vault document as clients see it: with its `vaultUri` for this deployment's endpoint.
 fn present(state: &AppState, mut vault: Value) -> Value {
     let name = vault["name"].as_str().unwrap_or_default().to_string();
@@ -72,7 +100,11 @@ pub fn route_group(
                 Method::PUT => {
                     authorize(state, caller, WRITE, &scope)?;
                     let input: VaultInput = req.json()?;
-                    let (vault, created) = state.control.put_vault(sub, group, name, input)?;
+                    let policies = input.properties.access_policies.as_ref().map(Vec::len);
+                    let result = state.control.put_vault(sub, group, name, input);
+                    let detail = policies.map(|n| format!("{n} access policies"));
+                    audit(state, caller, name, "VaultWrite", &result, detail)?;
+                    let (vault, created) = result?;
                     let status = if created {
                         StatusCode::CREATED
                     } else {

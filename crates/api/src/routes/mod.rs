@@ -5,6 +5,7 @@ mod arm;
 mod graph;
 mod identity;
 mod keyvault_arm;
+mod vault;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -114,7 +115,7 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) ->
                 body,
             };
             match state.endpoints.vault_name(&host) {
-                Some(vault) => vault_not_ready(vault),
+                Some(vault) => vault::handle(&state, &req, &path, vault),
                 None => route(&state, &req).unwrap_or_else(IntoResponse::into_response),
             }
         }
@@ -124,16 +125,6 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) ->
         ms = started.elapsed().as_millis() as u64, "request"
     );
     response
-}
-
-/// The Key Vault data plane arrives with the Key Vault service; until then a vault host has no
-/// vaults.
-fn vault_not_ready(vault: &str) -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        axum::Json(json!({"error": {"code": "VaultNotFound", "message": format!("Vault '{vault}' does not exist in this deployment.")}})),
-    )
-        .into_response()
 }
 
 fn route(state: &AppState, req: &Req) -> ApiResult<Response> {

@@ -1,0 +1,630 @@
+//! The audit log file: opening with crash recovery, durable appends, reads and offline
+//! verification. The only module of `audit` that touches the file system or the clock.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use crypto::{RootKey, files};
+use time::OffsetDateTime;
+
+use super::chain::{self, ChainWalker, Tail, WalkError};
+use super::error::{AuditError, Fault, Location, TamperReason};
+use super::format::{self, AuditEntry, AuditKey, AuditRecord, ChainHash, Head};
+
+/// `callerObjectId` of entries the log writes about itself.
+pub const SYSTEM_CALLER: &str = "sealdisk";
+/// `operation` of the entry `AuditLog::open` appends after repairing a crash.
+pub const RECOVERY_OPERATION: &str = "AuditLogRecovered";
+
+/// Bytes read per step when looking for the last lines of the log.
+const SCAN_CHUNK: usize = 8 * 1024;
+/// The header line is far shorter; a first line longer than this is not a header.
+const MAX_HEADER: usize = 1024;
+
+/// An open audit log. Appends are serialized by an internal mutex; share it with `Arc`.
+///
+/// Exactly one `AuditLog` (one process) may have a given file open: there is no
+/// inter-process lock.
+pub struct AuditLog {
+    path: PathBuf,
+    head_path: PathBuf,
+    key: AuditKey,
+    /// Opened for reading and appending. Reads are positional, so they need no lock.
+    file: File,
+    /// Device and inode of `file`, to notice the path being deleted or replaced.
+    identity: (u64, u64),
+    state: Mutex<State>,
+    created: bool,
+    recovery: Recovery,
+}
+
+/// What the log has acknowledged, as of the last successful append.
+#[derive(Debug)]
+struct State {
+    entries: u64,
+    last_hash: ChainHash,
+    /// File length covering the header and the acknowledged entries.
+    len: u64,
+    /// An append failed in a way that left the file or the head file in doubt; only
+    /// reopening (and its recovery) makes the log writable again.
+    poisoned: bool,
+}
+
+/// Crash residue: what `verify` found pending, or what `AuditLog::open` repaired.
+///
+/// Neither kind can hide an acknowledged entry: both are accepted only when the complete,
+/// authentic entries agree with the head file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Length of an incomplete final line (no newline): an append interrupted before it
+    /// returned, so never acknowledged. `open` cuts it off.
+    pub torn_bytes: u64,
+    /// `seq` of a complete, authentic entry the head file does not yet cover: it was written
+    /// and synced, but the process stopped (or the head write failed) before the append
+    /// returned. `open` keeps it and moves the head forward.
+    pub unacknowledged_seq: Option<u64>,
+}
+
+impl Recovery {
+    /// No residue.
+    pub fn is_empty(&self) -> bool {
+        self.torn_bytes == 0 && self.unacknowledged_seq.is_none()
+    }
+
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.torn_bytes > 0 {
+            parts.push(format!(
+                "removed an incomplete final line of {} bytes (never acknowledged)",
+                self.torn_bytes
+            ));
+        }
+        if let Some(seq) = self.unacknowledged_seq {
+            parts.push(format!(
+                "kept entry {seq}, written before the crash but never acknowledged"
+            ));
+        }
+        format!("recovered after an unclean stop: {}", parts.join("; "))
+    }
+}
+
+/// Which entries `AuditLog::entries` returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only entries of this vault, compared ASCII case-insensitively (vault names are).
+    pub vault: Option<String>,
+    /// Only entries of this key, compared ASCII case-insensitively (key names are).
+    pub key: Option<String>,
+    /// Only the newest `limit` matching entries. They are still returned oldest first.
+    pub limit: Option<usize>,
+}
+
+impl AuditFilter {
+    fn matches(&self, entry: &AuditEntry) -> bool {
+        let same = |wanted: &Option<String>, actual: Option<&str>| match wanted {
+            None => true,
+            Some(wanted) => actual.is_some_and(|actual| actual.eq_ignore_ascii_case(wanted)),
+        };
+        same(&self.vault, Some(&entry.vault)) && same(&self.key, entry.key.as_deref())
+    }
+}
+
+/// The result of a clean `verify`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Complete, authentic entries in the log, including an unacknowledged one.
+    pub entries: u64,
+    /// `hash` of the last entry (`ChainHash::GENESIS` for an empty log).
+    pub last_hash: ChainHash,
+    /// Crash residue the next `AuditLog::open` will repair; empty for a cleanly closed log.
+    pub pending: Recovery,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("path", &self.path)
+            .field("key", &self.key)
+            .field("created", &self.created)
+            .field("recovery", &self.recovery)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    /// Opens the log at `path` (head file `<path>.head`), creating both on first use.
+    ///
+    /// Checks the header and the last complete line against the head file; a log whose tail
+    /// disagrees is refused. Crash residue (see `Recovery`) is repaired and recorded as a
+    /// `RECOVERY_OPERATION` entry by `SYSTEM_CALLER`. Run `verify` for a full check.
+    pub fn open(path: &Path, root: &RootKey) -> Result<AuditLog, AuditError> {
+        let key = AuditKey::derive(root);
+        let head_path = head_path(path);
+        let created = match fs::symlink_metadata(path) {
+            Ok(_) => false,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+            Err(source) => return Err(AuditError::io(path)(source)),
+        };
+        if created {
+            // The head file first: a log file never exists without one.
+            match read_head(&head_path, &key).map_err(|e| e.at(path))? {
+                None => write_head(&head_path, &key, Head::EMPTY)?,
+                // A crash between creating the head file and the log file.
+                Some(head) if head == Head::EMPTY => {}
+                Some(head) => {
+                    let reason = TamperReason::LogMissing {
+                        head_entries: head.entries,
+                    };
+                    return Err(Fault::tampered(Location::HeadFile, reason).at_path(path));
+                }
+            }
+            files::write_atomic(path, &format::header_line(&key), true)
+                .map_err(AuditError::Write)?;
+        }
+
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(path)
+            .map_err(AuditError::io(path))?;
+        let meta = file.metadata().map_err(AuditError::io(path))?;
+        let len = meta.len();
+        let header_len = read_header(&file, path, len, &key).map_err(|e| e.at(path))?;
+        let head = read_head(&head_path, &key)
+            .map_err(|e| e.at(path))?
+            .ok_or_else(|| Fault::tampered(Location::HeadFile, TamperReason::HeadMissing))
+            .map_err(|fault| fault.at_path(path))?;
+        let scan = scan_tail(&file, len, header_len, SCAN_CHUNK).map_err(AuditError::io(path))?;
+        let tail = match &scan.last_line {
+            None => Tail {
+                torn_bytes: scan.torn_bytes,
+                ..Tail::EMPTY
+            },
+            Some(line) => {
+                let entry = format::open_entry(&key, line, Location::LastLine)
+                    .map_err(|fault| fault.at_path(path))?;
+                Tail::ending_in(&entry, scan.torn_bytes)
+            }
+        };
+        let unacknowledged_seq = chain::reconcile(&head, &tail)
+            .map_err(|reason| Fault::tampered(Location::HeadFile, reason).at_path(path))?;
+        let recovery = Recovery {
+            torn_bytes: scan.torn_bytes,
+            unacknowledged_seq,
+        };
+        if recovery.torn_bytes > 0 {
+            file.set_len(scan.complete_len)
+                .and_then(|()| file.sync_all())
+                .map_err(AuditError::io(path))?;
+        }
+
+        let log = AuditLog {
+            path: path.to_path_buf(),
+            head_path,
+            key,
+            identity: (meta.dev(), meta.ino()),
+            file,
+            state: Mutex::new(State {
+                entries: tail.entries,
+                last_hash: tail.last_hash,
+                len: scan.complete_len,
+                poisoned: false,
+            }),
+            created,
+            recovery,
+        };
+        if !log.recovery.is_empty() {
+            // Also moves the head file past an unacknowledged entry.
+            log.append(AuditRecord {
+                caller_object_id: SYSTEM_CALLER.to_owned(),
+                vault: String::new(),
+                key: None,
+                version: None,
+                operation: RECOVERY_OPERATION.to_owned(),
+                result: "Success".to_owned(),
+                detail: Some(log.recovery.describe()),
+            })?;
+        }
+        Ok(log)
+    }
+
+    /// The log file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether `open` created the log. Deleting both the log and its head file cannot be
+    /// told apart from a first start here; a caller that knows a log existed must check this.
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    /// What `open` repaired (empty after a clean stop).
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// Appends `record`, stamped with the current time. See `append_at`.
+    pub fn append(&self, record: AuditRecord) -> Result<AuditEntry, AuditError> {
+        self.append_at(record, OffsetDateTime::now_utc())
+    }
+
+    /// Appends `record` stamped with `time` (converted to UTC).
+    ///
+    /// `Ok` means the entry's line is on stable storage (`write_all`, `sync_data`) and the
+    /// head file covers it (atomic replace). On `Err` the audited operation must be refused.
+    /// After a failure that leaves the file in doubt (sync or head write failed, a partial
+    /// line could not be rolled back, the file was deleted or replaced) every later append
+    /// fails with `Poisoned` until the log is reopened.
+    pub fn append_at(
+        &self,
+        record: AuditRecord,
+        time: OffsetDateTime,
+    ) -> Result<AuditEntry, AuditError> {
+        let mut state = self.lock();
+        if state.poisoned {
+            return Err(AuditError::Poisoned {
+                path: self.path.clone(),
+            });
+        }
+        let (entry, line) =
+            format::seal_entry(&self.key, state.entries, state.last_hash, time, record)?;
+        self.commit(&mut state, &entry, &line)?;
+        Ok(entry)
+    }
+
+    fn commit(&self, state: &mut State, entry: &AuditEntry, line: &[u8]) -> Result<(), AuditError> {
+        if let Err(e) = self.check_identity() {
+            state.poisoned = true;
+            return Err(e);
+        }
+        if let Err(source) = (&self.file).write_all(line) {
+            // Take back a partial line so the file stays as acknowledged.
+            let rollback = self
+                .file
+                .set_len(state.len)
+                .and_then(|()| self.file.sync_data());
+            if rollback.is_err() {
+                state.poisoned = true;
+            }
+            return Err(AuditError::io(&self.path)(source));
+        }
+        if let Err(source) = self.file.sync_data() {
+            // After a failed fsync the page cache cannot be trusted; reopen decides.
+            state.poisoned = true;
+            return Err(AuditError::io(&self.path)(source));
+        }
+        let head = Head {
+            entries: entry.seq + 1,
+            last_hash: entry.hash,
+        };
+        if let Err(e) = write_head(&self.head_path, &self.key, head) {
+            // The entry is durable but unacknowledged; reopening moves the head past it.
+            state.poisoned = true;
+            return Err(e);
+        }
+        state.entries = head.entries;
+        state.last_hash = head.last_hash;
+        state.len += line.len() as u64;
+        Ok(())
+    }
+
+    fn check_identity(&self) -> Result<(), AuditError> {
+        match fs::metadata(&self.path) {
+            Ok(meta) if (meta.dev(), meta.ino()) == self.identity => Ok(()),
+            Ok(_) => Err(AuditError::Replaced {
+                path: self.path.clone(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(AuditError::Replaced {
+                path: self.path.clone(),
+            }),
+            Err(source) => Err(AuditError::io(&self.path)(source)),
+        }
+    }
+
+    /// The acknowledged entries that match `filter`, oldest first. Every entry of the file up
+    /// to the last acknowledged one is authenticated and chain-checked on the way (O(log size)),
+    /// so an entry edited after `open` is reported as `Tampered`, never returned.
+    pub fn entries(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, AuditError> {
+        let (len, expected) = {
+            let state = self.lock();
+            let head = Head {
+                entries: state.entries,
+                last_hash: state.last_hash,
+            };
+            (state.len, head)
+        };
+        let reader = BufReader::new(ReadAt {
+            file: &self.file,
+            pos: 0,
+            end: len,
+        });
+        let mut found = VecDeque::new();
+        let tail = ChainWalker::new(&self.key)
+            .walk(reader, |entry| {
+                if filter.matches(&entry) {
+                    found.push_back(entry);
+                    if filter.limit.is_some_and(|limit| found.len() > limit) {
+                        found.pop_front();
+                    }
+                }
+            })
+            .map_err(|e| walk_error(&self.path, e))?;
+        match chain::reconcile(&expected, &tail) {
+            Ok(None) if tail.torn_bytes == 0 => Ok(found.into()),
+            Err(reason) => Err(Fault::tampered(Location::LastLine, reason).at_path(&self.path)),
+            Ok(_) => {
+                let reason = TamperReason::Truncated {
+                    head_entries: expected.entries,
+                    log_entries: tail.entries,
+                };
+                Err(Fault::tampered(Location::LastLine, reason).at_path(&self.path))
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poison| {
+            // A thread panicked mid-append: fail closed.
+            let mut state = poison.into_inner();
+            state.poisoned = true;
+            state
+        })
+    }
+}
+
+/// Verifies the whole log at `path` against its head file, without changing either: every
+/// entry's hash, the chain of `seq` and `prevHash`, and the end of the log against the head.
+///
+/// Crash residue that `AuditLog::open` would repair is not a failure; it is reported in
+/// `VerifyReport::pending`. The first fault found is returned as `AuditError::Tampered`.
+pub fn verify(path: &Path, root: &RootKey) -> Result<VerifyReport, AuditError> {
+    let key = AuditKey::derive(root);
+    let head_path = head_path(path);
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(source) if source.kind() == io::ErrorKind::NotFound => {
+            return match read_head(&head_path, &key).map_err(|e| e.at(path))? {
+                Some(head) if head.entries > 0 => {
+                    let reason = TamperReason::LogMissing {
+                        head_entries: head.entries,
+                    };
+                    Err(Fault::tampered(Location::HeadFile, reason).at_path(path))
+                }
+                _ => Err(AuditError::io(path)(source)),
+            };
+        }
+        Err(source) => return Err(AuditError::io(path)(source)),
+    };
+    let tail = ChainWalker::new(&key)
+        .walk(BufReader::new(file), |_| {})
+        .map_err(|e| walk_error(path, e))?;
+    let head = read_head(&head_path, &key)
+        .map_err(|e| e.at(path))?
+        .ok_or_else(|| Fault::tampered(Location::HeadFile, TamperReason::HeadMissing))
+        .map_err(|fault| fault.at_path(path))?;
+    let unacknowledged_seq = chain::reconcile(&head, &tail)
+        .map_err(|reason| Fault::tampered(Location::HeadFile, reason).at_path(path))?;
+    Ok(VerifyReport {
+        entries: tail.entries,
+        last_hash: tail.last_hash,
+        pending: Recovery {
+            torn_bytes: tail.torn_bytes,
+            unacknowledged_seq,
+        },
+    })
+}
+
+/// `<log>.head`, next to the log.
+pub fn head_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".head");
+    path.with_file_name(name)
+}
+
+/// A read failure or a fault, before the log path is attached.
+enum ReadError {
+    Io(PathBuf, io::Error),
+    Fault(Fault),
+}
+
+impl ReadError {
+    fn at(self, log: &Path) -> AuditError {
+        match self {
+            ReadError::Io(path, source) => AuditError::Io { path, source },
+            ReadError::Fault(fault) => fault.at_path(log),
+        }
+    }
+}
+
+fn walk_error(path: &Path, error: WalkError) -> AuditError {
+    match error {
+        WalkError::Io(source) => AuditError::io(path)(source),
+        WalkError::Fault(fault) => fault.at_path(path),
+    }
+}
+
+fn read_head(head_path: &Path, key: &AuditKey) -> Result<Option<Head>, ReadError> {
+    match fs::read(head_path) {
+        Ok(bytes) => Head::decode(key, &bytes)
+            .map(Some)
+            .map_err(ReadError::Fault),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ReadError::Io(head_path.to_path_buf(), source)),
+    }
+}
+
+fn write_head(head_path: &Path, key: &AuditKey, head: Head) -> Result<(), AuditError> {
+    files::write_atomic(head_path, &head.encode(key), true).map_err(AuditError::Write)
+}
+
+/// Checks the header line and returns its length, newline included.
+fn read_header(file: &File, path: &Path, len: u64, key: &AuditKey) -> Result<u64, ReadError> {
+    let io_error = |source| ReadError::Io(path.to_path_buf(), source);
+    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX).min(MAX_HEADER)];
+    file.read_exact_at(&mut buf, 0).map_err(io_error)?;
+    let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+        let fault = Fault::unparsable(Location::Line(1), "the header line is incomplete");
+        return Err(ReadError::Fault(fault));
+    };
+    format::check_header(key, &buf[..end]).map_err(ReadError::Fault)?;
+    Ok(end as u64 + 1)
+}
+
+/// The end of the log file, found by reading backwards from its end.
+#[derive(Debug, PartialEq, Eq)]
+struct TailScan {
+    /// Length up to and including the last newline.
+    complete_len: u64,
+    /// The last complete line after the header, without its newline.
+    last_line: Option<Vec<u8>>,
+    /// Bytes after the last newline.
+    torn_bytes: u64,
+}
+
+fn scan_tail(file: &File, len: u64, header_len: u64, chunk: usize) -> io::Result<TailScan> {
+    let header_newline = header_len - 1;
+    let last_newline = rfind_newline(file, header_newline, len, chunk)?.unwrap_or(header_newline);
+    let complete_len = last_newline + 1;
+    let torn_bytes = len - complete_len;
+    if last_newline == header_newline {
+        return Ok(TailScan {
+            complete_len,
+            last_line: None,
+            torn_bytes,
+        });
+    }
+    let before =
+        rfind_newline(file, header_newline, last_newline, chunk)?.unwrap_or(header_newline);
+    let mut line = vec![0u8; (last_newline - before - 1) as usize];
+    file.read_exact_at(&mut line, before + 1)?;
+    Ok(TailScan {
+        complete_len,
+        last_line: Some(line),
+        torn_bytes,
+    })
+}
+
+/// The offset of the last `\n` in `file[from..to)`.
+fn rfind_newline(file: &File, from: u64, to: u64, chunk: usize) -> io::Result<Option<u64>> {
+    let mut buf = vec![0u8; chunk];
+    let mut end = to;
+    while end > from {
+        let start = end.saturating_sub(chunk as u64).max(from);
+        let part = &mut buf[..(end - start) as usize];
+        file.read_exact_at(part, start)?;
+        if let Some(i) = part.iter().rposition(|&b| b == b'\n') {
+            return Ok(Some(start + i as u64));
+        }
+        end = start;
+    }
+    Ok(None)
+}
+
+/// Reads `file[pos..end)` with positional reads, leaving the shared file offset alone.
+struct ReadAt<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = usize::try_from(self.end - self.pos).unwrap_or(usize::MAX);
+        let want = left.min(buf.len());
+        if want == 0 {
+            return Ok(0);
+        }
+        let read = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += read as u64;
+        Ok(read)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_with(bytes: &[u8]) -> (tempfile::TempDir, File) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        (dir, file)
+    }
+
+    #[test]
+    fn scan_tail_finds_the_last_line_across_chunks() {
+        let bytes = b"HDR\nfirst line\nsecond, longer line\ntorn";
+        let (_dir, file) = file_with(bytes);
+        for chunk in [1, 2, 3, 7, 64] {
+            let scan = scan_tail(&file, bytes.len() as u64, 4, chunk).unwrap();
+            assert_eq!(
+                scan,
+                TailScan {
+                    complete_len: bytes.len() as u64 - 4,
+                    last_line: Some(b"second, longer line".to_vec()),
+                    torn_bytes: 4,
+                },
+                "chunk {chunk}"
+            );
+        }
+        let scan = scan_tail(&file, 15, 4, 3).unwrap();
+        assert_eq!(scan.last_line.as_deref(), Some(&b"first line"[..]));
+        assert_eq!(scan.torn_bytes, 0);
+    }
+
+    #[test]
+    fn scan_tail_of_a_header_only_log() {
+        let (_dir, file) = file_with(b"HDR\npartial");
+        let scan = scan_tail(&file, 11, 4, 2).unwrap();
+        assert_eq!(
+            scan,
+            TailScan {
+                complete_len: 4,
+                last_line: None,
+                torn_bytes: 7
+            }
+        );
+    }
+
+    #[test]
+    fn filter_matches_case_insensitively() {
+        let entry = AuditEntry {
+            seq: 0,
+            time: OffsetDateTime::UNIX_EPOCH,
+            caller_object_id: "c".into(),
+            vault: "MyVault".into(),
+            key: Some("Disk-Key".into()),
+            version: None,
+            operation: "KeyGet".into(),
+            result: "Success".into(),
+            detail: None,
+            prev_hash: ChainHash::GENESIS,
+            hash: ChainHash::GENESIS,
+        };
+        let filter = |vault: Option<&str>, key: Option<&str>| AuditFilter {
+            vault: vault.map(str::to_owned),
+            key: key.map(str::to_owned),
+            limit: None,
+        };
+        assert!(filter(None, None).matches(&entry));
+        assert!(filter(Some("myvault"), Some("DISK-KEY")).matches(&entry));
+        assert!(!filter(Some("other"), None).matches(&entry));
+        assert!(!filter(None, Some("disk-key2")).matches(&entry));
+        let no_key = AuditEntry { key: None, ..entry };
+        assert!(!filter(None, Some("disk-key")).matches(&no_key));
+    }
+
+    #[test]
+    fn head_path_appends_to_the_file_name() {
+        assert_eq!(
+            head_path(Path::new("/data/audit.jsonl")),
+            Path::new("/data/audit.jsonl.head")
+        );
+    }
+}
