@@ -40,6 +40,8 @@ pub enum ApiError {
     BodyTooLarge(usize),
     #[error("The audit log cannot be written, so the operation was refused: {0}")]
     AuditUnavailable(String),
+    #[error("The request failed unexpectedly inside sealdisk; the server log has the details.")]
+    HandlerPanicked,
 }
 
 impl ApiError {
@@ -59,6 +61,7 @@ impl ApiError {
             Self::TokenSigning(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError"),
             Self::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
             Self::AuditUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "AuditLogUnavailable"),
+            Self::HandlerPanicked => (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError"),
         }
     }
 

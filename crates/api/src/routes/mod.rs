@@ -114,10 +114,19 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) ->
                     .unwrap_or_default(),
                 body,
             };
-            match state.endpoints.vault_name(&host) {
-                Some(vault) => vault::handle(&state, &req, &path, vault),
-                None => route(&state, &req).unwrap_or_else(IntoResponse::into_response),
-            }
+            // Handlers are synchronous (metadata store, RSA, fsync of the audit log): they run
+            // on the blocking pool so that they never stall the async workers.
+            let (state, host, path) = (state.clone(), host.clone(), path.clone());
+            let handled =
+                tokio::task::spawn_blocking(move || match state.endpoints.vault_name(&host) {
+                    Some(vault) => vault::handle(&state, &req, &path, vault),
+                    None => route(&state, &req).unwrap_or_else(IntoResponse::into_response),
+                })
+                .await;
+            handled.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "request handler panicked");
+                ApiError::HandlerPanicked.into_response()
+            })
         }
     };
     tracing::info!(
