@@ -1038,7 +1038,353 @@ fn generate(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
     use super::*;
+    use crate::Clock;
+    use crate::resources::ResourceGroupInput;
+    use crate::store::SqliteStore;
+    use crate::vaults::VaultInput;
+
+    struct Fixture {
+        plane: ControlPlane,
+        time: Arc<AtomicI64>,
+        sub: String,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let time = Arc::new(AtomicI64::new(1_800_000_000));
+            let t = time.clone();
+            let plane = ControlPlane::open(
+                Arc::new(SqliteStore::open_in_memory().unwrap()),
+                Arc::new(crypto::RootKey::generate().unwrap()),
+                None,
+            )
+            .unwrap()
+            .0
+            .with_clock(Clock::new(move || t.load(Ordering::SeqCst)));
+            let sub = plane.subscription().to_string();
+            let rg = ResourceGroupInput {
+                location: "eastus".into(),
+                tags: None,
+                managed_by: None,
+            };
+            plane.put_resource_group(&sub, "g", rg).unwrap();
+            Self { plane, time, sub }
+        }
+
+        fn vault(&self, name: &str, props: Value) -> VaultRef {
+            let input: VaultInput =
+                serde_json::from_value(json!({"location": "eastus", "properties": props})).unwrap();
+            let (doc, _) = self.plane.put_vault(&self.sub, "g", name, input).unwrap();
+            VaultRef {
+                name: name.into(),
+                doc,
+                url: format!("https://{name}.vault.localhost:1"),
+            }
+        }
+
+        fn advance(&self, secs: i64) {
+            self.time.fetch_add(secs, Ordering::SeqCst);
+        }
+    }
+
+    fn create(kty: &str, size: Option<u32>) -> CreateKeyInput {
+        CreateKeyInput {
+            kty: kty.into(),
+            key_size: size,
+            crv: None,
+            public_exponent: None,
+            key_ops: None,
+            attributes: None,
+            tags: None,
+        }
+    }
+
+    fn op<'a>(op: CryptoOp, alg: &'a str, value: &'a [u8]) -> CryptoRequest<'a> {
+        CryptoRequest {
+            op,
+            alg,
+            value,
+            signature: None,
+        }
+    }
+
+    fn bytes(r: CryptoResult) -> Vec<u8> {
+        match r {
+            CryptoResult::Bytes { value, .. } => value.to_vec(),
+            CryptoResult::Verified(_) => panic!("expected bytes"),
+        }
+    }
+
+    #[test]
+    fn wrap_unwrap_disable_expire_and_key_ops() {
+        let f = Fixture::new();
+        let v = f.vault("kv1", json!({}));
+        let bundle = f
+            .plane
+            .create_key(&v, "k", create("RSA", Some(2048)))
+            .unwrap();
+        let kid = bundle["key"]["kid"].as_str().unwrap();
+        assert!(kid.starts_with("https://kv1.vault.localhost:1/keys/k/"));
+        assert_eq!(kid.rsplit('/').next().unwrap().len(), 32);
+        assert!(bundle["key"].get("d").is_none());
+        assert_eq!(
+            bundle["attributes"]["recoveryLevel"],
+            "Recoverable+Purgeable"
+        );
+        let wrapped = bytes(
+            f.plane
+                .key_operation(&v, "k", None, op(CryptoOp::WrapKey, "RSA-OAEP-256", b"dek"))
+                .unwrap(),
+        );
+        let plain = bytes(
+            f.plane
+                .key_operation(
+                    &v,
+                    "K",
+                    None,
+                    op(CryptoOp::UnwrapKey, "RSA-OAEP-256", &wrapped),
+                )
+                .unwrap(),
+        );
+        assert_eq!(plain, b"dek");
+
+        let disable = UpdateKeyInput {
+            attributes: Some(KeyAttributesInput {
+                enabled: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        f.plane.update_key(&v, "k", None, disable).unwrap();
+        assert!(matches!(
+            f.plane.key_operation(
+                &v,
+                "k",
+                None,
+                op(CryptoOp::UnwrapKey, "RSA-OAEP-256", &wrapped)
+            ),
+            Err(ControlError::KeyDisabled { .. })
+        ));
+        let expire = UpdateKeyInput {
+            attributes: Some(KeyAttributesInput {
+                enabled: Some(true),
+                exp: Some(f.plane.now() + 10),
+                nbf: None,
+            }),
+            ..Default::default()
+        };
+        f.plane.update_key(&v, "k", None, expire).unwrap();
+        f.plane
+            .key_operation(
+                &v,
+                "k",
+                None,
+                op(CryptoOp::UnwrapKey, "RSA-OAEP-256", &wrapped),
+            )
+            .unwrap();
+        f.advance(11);
+        assert!(matches!(
+            f.plane.key_operation(
+                &v,
+                "k",
+                None,
+                op(CryptoOp::UnwrapKey, "RSA-OAEP-256", &wrapped)
+            ),
+            Err(ControlError::KeyDisabled { .. })
+        ));
+
+        let mut only_wrap = create("RSA", None);
+        only_wrap.key_ops = Some(vec!["wrapkey".into()]);
+        f.plane.create_key(&v, "w", only_wrap).unwrap();
+        let wrapped = bytes(
+            f.plane
+                .key_operation(&v, "w", None, op(CryptoOp::WrapKey, "RSA-OAEP", b"x"))
+                .unwrap(),
+        );
+        assert!(matches!(
+            f.plane
+                .key_operation(&v, "w", None, op(CryptoOp::UnwrapKey, "RSA-OAEP", &wrapped)),
+            Err(ControlError::KeyOperationNotPermitted { .. })
+        ));
+        assert!(
+            matches!(f.plane.create_key(&v, "h", create("RSA-HSM", None)), Err(ControlError::KeyBadParameter(m)) if m.contains("HSM"))
+        );
+        assert!(matches!(
+            f.plane.create_key(&v, "s", create("RSA", Some(1024))),
+            Err(ControlError::Material(_))
+        ));
+    }
+
+    #[test]
+    fn soft_delete_recover_purge_and_retention() {
+        let f = Fixture::new();
+        let plain = f.vault("plain", json!({"softDeleteRetentionInDays": 7}));
+        let protected = f.vault("prot", json!({"enablePurgeProtection": true}));
+        for v in [&plain, &protected] {
+            f.plane.create_key(v, "k", create("EC", None)).unwrap();
+            let deleted = f.plane.delete_key(v, "k").unwrap();
+            assert!(
+                deleted["recoveryId"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("/deletedkeys/k")
+            );
+            assert!(matches!(
+                f.plane.get_key(v, "k", None),
+                Err(ControlError::KeyNotFound(_))
+            ));
+            assert!(f.plane.list_keys(v).unwrap().is_empty());
+            assert!(matches!(
+                f.plane.create_key(v, "k", create("EC", None)),
+                Err(ControlError::KeyDeletedButRecoverable(_))
+            ));
+            assert_eq!(f.plane.deleted_keys(v).unwrap().len(), 1);
+        }
+        f.plane.recover_key(&plain, "k").unwrap();
+        f.plane.get_key(&plain, "k", None).unwrap();
+        assert!(matches!(
+            f.plane.purge_deleted_key(&protected, "k"),
+            Err(ControlError::KeyPurgeProtected(_))
+        ));
+        f.plane.delete_key(&plain, "k").unwrap();
+        f.plane.purge_deleted_key(&plain, "k").unwrap();
+        assert!(matches!(
+            f.plane.deleted_key(&plain, "k"),
+            Err(ControlError::DeletedKeyNotFound(_))
+        ));
+        f.plane.create_key(&plain, "k", create("EC", None)).unwrap();
+        f.plane.delete_key(&plain, "k").unwrap();
+        f.advance(7 * DAY - 1);
+        assert!(
+            f.plane.deleted_key(&plain, "k").is_ok(),
+            "recoverable until scheduledPurgeDate"
+        );
+        f.advance(1);
+        assert!(
+            f.plane.deleted_keys(&plain).unwrap().is_empty(),
+            "purged at scheduledPurgeDate"
+        );
+        f.plane.create_key(&plain, "k", create("EC", None)).unwrap();
+        assert!(
+            f.plane.deleted_key(&protected, "k").is_ok(),
+            "90-day retention still running"
+        );
+        f.advance(83 * DAY);
+        assert!(
+            f.plane.deleted_keys(&protected).unwrap().is_empty(),
+            "purged after its 90 days even under purge protection"
+        );
+    }
+
+    #[test]
+    fn backup_restore_and_sealed_at_rest() {
+        let f = Fixture::new();
+        let a = f.vault("a-vault", json!({}));
+        let b = f.vault("b-vault", json!({}));
+        let original = f
+            .plane
+            .create_key(&a, "k", create("RSA", Some(2048)))
+            .unwrap();
+        let wrapped = bytes(
+            f.plane
+                .key_operation(
+                    &a,
+                    "k",
+                    None,
+                    op(CryptoOp::WrapKey, "RSA-OAEP-256", b"secret"),
+                )
+                .unwrap(),
+        );
+        let blob = f.plane.backup_key(&a, "k").unwrap();
+        let restored = f.plane.restore_key(&b, &blob).unwrap();
+        assert_eq!(restored["key"]["n"], original["key"]["n"]);
+        assert_eq!(
+            bytes(
+                f.plane
+                    .key_operation(
+                        &b,
+                        "k",
+                        None,
+                        op(CryptoOp::UnwrapKey, "RSA-OAEP-256", &wrapped)
+                    )
+                    .unwrap()
+            ),
+            b"secret"
+        );
+        assert!(matches!(
+            f.plane.restore_key(&b, &blob),
+            Err(ControlError::KeyAlreadyExists(_))
+        ));
+        let mut damaged = blob.clone().into_bytes();
+        damaged[40] = if damaged[40] == b'A' { b'B' } else { b'A' };
+        let c = f.vault("c-vault", json!({}));
+        assert!(matches!(
+            f.plane
+                .restore_key(&c, &String::from_utf8(damaged).unwrap()),
+            Err(ControlError::InvalidBackup)
+        ));
+        let other = Fixture::new();
+        let d = other.vault("d-vault", json!({}));
+        assert!(
+            matches!(
+                other.plane.restore_key(&d, &blob),
+                Err(ControlError::InvalidBackup)
+            ),
+            "another deployment's root key"
+        );
+        let rec = f
+            .plane
+            .store
+            .latest_key_version("a-vault", "k")
+            .unwrap()
+            .unwrap();
+        assert!(
+            KeyMaterial::from_pkcs8(&rec.sealed).is_err(),
+            "stored sealed, not as PKCS#8"
+        );
+    }
+
+    #[test]
+    fn rotation_policy_drives_scheduled_rotation() {
+        let f = Fixture::new();
+        let v = f.vault("rot", json!({}));
+        f.plane
+            .create_key(&v, "k", create("RSA", Some(2048)))
+            .unwrap();
+        let short = json!({"lifetimeActions": [], "attributes": {"expiryTime": "P27D"}});
+        assert!(matches!(
+            f.plane.set_rotation_policy(&v, "k", short),
+            Err(ControlError::KeyBadParameter(_))
+        ));
+        let policy = json!({
+            "lifetimeActions": [{"trigger": {"timeAfterCreate": "P30D"}, "action": {"type": "rotate"}}],
+            "attributes": {"expiryTime": "P90D"}
+        });
+        let stored = f.plane.set_rotation_policy(&v, "k", policy).unwrap();
+        assert_eq!(stored["lifetimeActions"][0]["action"]["type"], "Rotate");
+        let url = |name: &str| format!("https://{name}.vault.localhost:1");
+        assert!(f.plane.run_due_rotations(url).unwrap().is_empty());
+        f.advance(30 * DAY);
+        let done = f.plane.run_due_rotations(url).unwrap();
+        assert_eq!(done.len(), 1);
+        let versions = f.plane.key_versions(&v, "k").unwrap();
+        assert_eq!(versions.len(), 2);
+        let latest = f.plane.get_key(&v, "k", None).unwrap();
+        assert_eq!(latest["attributes"]["exp"], json!(f.plane.now() + 90 * DAY));
+        assert!(
+            f.plane.run_due_rotations(url).unwrap().is_empty(),
+            "the new version is not due yet"
+        );
+        let manual = f.plane.rotate_key(&v, "k").unwrap();
+        assert_eq!(
+            manual["key"]["n"].as_str().unwrap().len(),
+            latest["key"]["n"].as_str().unwrap().len()
+        );
+    }
 
     #[test]
     fn iso_durations() {
