@@ -1,6 +1,6 @@
 //! The one table from every error to an HTTP status and an Azure error code.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use control::ControlError;
 use control::identity::TokenError;
@@ -49,6 +49,10 @@ impl ApiError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::Control(e) => control_status_and_code(e),
+            Self::Token(TokenError::WrongAudience) => (
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationTokenAudience",
+            ),
             Self::Token(_) => (StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken"),
             Self::MissingAuthorization => (StatusCode::UNAUTHORIZED, "AuthenticationFailed"),
             Self::NoRoute(_) => (StatusCode::NOT_FOUND, "NotFound"),
@@ -90,17 +94,7 @@ impl IntoResponse for ApiError {
         if let Some(inner) = self.inner_code() {
             error["innererror"] = json!({"code": inner});
         }
-        let mut response = (status, axum::Json(json!({"error": error}))).into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            let challenge = format!(
-                "Bearer authorization_uri=\"\", error=\"invalid_token\", error_description=\"{}\"",
-                self.to_string().replace('"', "'")
-            );
-            if let Ok(v) = HeaderValue::from_str(&challenge) {
-                response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-            }
-        }
-        response
+        (status, axum::Json(json!({"error": error}))).into_response()
     }
 }
 

@@ -25,8 +25,24 @@ pub const LOCATIONS: &[Location] = &[
         display_name: "East US",
     },
     Location {
+        name: "eastus2",
+        display_name: "East US 2",
+    },
+    Location {
+        name: "westus",
+        display_name: "West US",
+    },
+    Location {
         name: "westus2",
         display_name: "West US 2",
+    },
+    Location {
+        name: "westus3",
+        display_name: "West US 3",
+    },
+    Location {
+        name: "centralus",
+        display_name: "Central US",
     },
     Location {
         name: "westcentralus",
@@ -37,8 +53,64 @@ pub const LOCATIONS: &[Location] = &[
         display_name: "South Central US",
     },
     Location {
+        name: "northcentralus",
+        display_name: "North Central US",
+    },
+    Location {
+        name: "canadacentral",
+        display_name: "Canada Central",
+    },
+    Location {
         name: "northeurope",
         display_name: "North Europe",
+    },
+    Location {
+        name: "westeurope",
+        display_name: "West Europe",
+    },
+    Location {
+        name: "uksouth",
+        display_name: "UK South",
+    },
+    Location {
+        name: "francecentral",
+        display_name: "France Central",
+    },
+    Location {
+        name: "germanywestcentral",
+        display_name: "Germany West Central",
+    },
+    Location {
+        name: "swedencentral",
+        display_name: "Sweden Central",
+    },
+    Location {
+        name: "switzerlandnorth",
+        display_name: "Switzerland North",
+    },
+    Location {
+        name: "eastasia",
+        display_name: "East Asia",
+    },
+    Location {
+        name: "southeastasia",
+        display_name: "Southeast Asia",
+    },
+    Location {
+        name: "japaneast",
+        display_name: "Japan East",
+    },
+    Location {
+        name: "australiaeast",
+        display_name: "Australia East",
+    },
+    Location {
+        name: "centralindia",
+        display_name: "Central India",
+    },
+    Location {
+        name: "brazilsouth",
+        display_name: "Brazil South",
     },
 ];
 

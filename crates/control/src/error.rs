@@ -31,7 +31,7 @@ pub enum ControlError {
     )]
     DirectoryObjectNotFound(String),
     #[error(
-        "The provided location '{0}' is not available for resource group. List of available regions is 'eastus,westus2,westcentralus,southcentralus,northeurope'."
+        "The provided location '{0}' is not available for resource group. List the available regions with `az account list-locations` (GET /subscriptions/{{id}}/locations)."
     )]
     LocationNotAvailable(String),
     #[error(

@@ -22,6 +22,10 @@
 //! - `RSA-HSM`/`EC-HSM` fail with [`MaterialError::HsmUnavailable`]: sealdisk has no PKCS#11
 //!   HSM yet and never silently keeps such a key in software.
 //!
+//! JWK import hands the components to AWS-LC (`rsa::KeyPair::from_components`,
+//! `EcdsaKeyPair::from_private_key_and_public_key`), which checks that they form one key
+//! (n = p·q, d, dp, dq, qi consistent; the EC point is d·G); no DER is written by hand here.
+//!
 //! Private keys live in two places only: the canonical PKCS#8 v1 DER in a
 //! [`Zeroizing`] buffer (for sealing), and AWS-LC's own key objects, whose memory AWS-LC
 //! cleanses when it frees them.
@@ -46,7 +50,7 @@ pub use jwk::{Jwk, JwkSecret};
 pub use names::{Curve, EncryptionAlgorithm, KeyOperation, KeyType, SignatureAlgorithm};
 pub use public::PublicKey;
 
-use public::{RSA_SIZES, Scheme};
+use public::Scheme;
 
 const RSA_IMPORT_NEEDS: &str = "importing an RSA key needs n, e, d, p, q, dp, dq and qi";
 const EC_IMPORT_NEEDS: &str = "importing an EC key needs crv, x, y and d";
@@ -211,10 +215,6 @@ impl KeyMaterial {
         let pkcs8 = Zeroizing::new(der.as_ref().to_vec());
         let decrypting = PrivateDecryptingKey::from_pkcs8(&pkcs8)
             .map_err(|source| MaterialError::InvalidPkcs8 { source })?;
-        let bits = decrypting.key_size_bits();
-        if !RSA_SIZES.contains(&bits) {
-            return Err(MaterialError::UnsupportedRsaKeySize { bits });
-        }
         let key = signing.public_key();
         let public = PublicKey::rsa(
             key.modulus().big_endian_without_leading_zero(),
@@ -333,9 +333,10 @@ impl KeyMaterial {
     /// be [`SignatureAlgorithm::digest_len`]). RSA signatures are as long as the modulus;
     /// ECDSA signatures are JOSE `r || s`, each the curve's coordinate length.
     pub fn sign(&self, alg: SignatureAlgorithm, digest: &[u8]) -> Result<Vec<u8>, MaterialError> {
+        let scheme = self.public.scheme(alg)?;
         let digest = public::import_digest(alg, digest)?;
         let failed = |source| MaterialError::SigningFailed { source };
-        match (&self.private, self.public.scheme(alg)?) {
+        match (&self.private, scheme) {
             (
                 Private::Rsa { signing, .. },
                 Scheme::Rsa {
@@ -496,6 +497,26 @@ mod tests {
                 err.to_string(),
                 format!("RSA key size {bits} is not supported; use 2048, 3072 or 4096.")
             );
+        }
+    }
+
+    #[test]
+    fn rsa_public_keys_of_other_sizes_are_refused_with_their_size() {
+        for (n, bits) in [
+            (vec![0xff; 128], 1024),
+            (vec![0x7f; 256], 2047),
+            (vec![0x01; 257], 2049),
+        ] {
+            let jwk = Jwk {
+                kty: Some("RSA".into()),
+                n: Some(jwk::encode(&n)),
+                e: Some("AQAB".into()),
+                ..Jwk::default()
+            };
+            assert!(matches!(
+                PublicKey::from_jwk(&jwk),
+                Err(MaterialError::UnsupportedRsaKeySize { bits: b }) if b == bits
+            ));
         }
     }
 

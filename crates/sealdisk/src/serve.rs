@@ -51,6 +51,7 @@ pub fn main(args: ServeArgs) -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -244,7 +245,12 @@ fn print_summary(dir: &Path, c: &ConnectionFile) {
         sub = c.subscription_id,
         nbd = c.nbd_endpoint,
         client = c.client_id,
-        secret = c.client_secret,
+        // The secret goes to a terminal, never into a log file that captures stdout.
+        secret = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            c.client_secret.clone()
+        } else {
+            format!("\"$(jq -r .clientSecret {}/connection.json)\"", dir.display())
+        },
     );
 }
 

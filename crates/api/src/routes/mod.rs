@@ -129,6 +129,24 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) ->
             })
         }
     };
+    let mut response = response;
+    if response.status() == StatusCode::UNAUTHORIZED
+        && !response
+            .headers()
+            .contains_key(axum::http::header::WWW_AUTHENTICATE)
+    {
+        // ARM's challenge names the login authority of the tenant.
+        let challenge = format!(
+            "Bearer authorization_uri=\"{}{}\", error=\"invalid_token\"",
+            state.endpoints.arm(),
+            state.control.tenant()
+        );
+        if let Ok(v) = axum::http::HeaderValue::from_str(&challenge) {
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, v);
+        }
+    }
     tracing::info!(
         %method, host, path, status = response.status().as_u16(),
         ms = started.elapsed().as_millis() as u64, "request"

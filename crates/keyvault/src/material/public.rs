@@ -16,7 +16,7 @@ use super::jwk::{self, Jwk};
 use super::{Curve, EncryptionAlgorithm, KeyType, MaterialError, SignatureAlgorithm};
 
 /// The RSA sizes sealdisk creates, imports and loads, in bits.
-pub(super) const RSA_SIZES: [usize; 3] = [2048, 3072, 4096];
+const RSA_SIZES: [usize; 3] = [2048, 3072, 4096];
 
 const RSA_NEEDS: &str = "an RSA public key needs n and e";
 const EC_NEEDS: &str = "an EC public key needs crv, x and y";
@@ -62,6 +62,12 @@ impl PublicKey {
     pub fn rsa(n: &[u8], e: &[u8]) -> Result<Self, MaterialError> {
         let n = jwk::strip_leading_zeros(n).to_vec();
         let e = jwk::strip_leading_zeros(e).to_vec();
+        let bits = n
+            .first()
+            .map_or(0, |&top| n.len() * 8 - top.leading_zeros() as usize);
+        if !RSA_SIZES.contains(&bits) {
+            return Err(MaterialError::UnsupportedRsaKeySize { bits });
+        }
         let spki = RsaPublicKeyComponents {
             n: &n[..],
             e: &e[..],
@@ -76,10 +82,6 @@ impl PublicKey {
                 source,
             }
         })?;
-        let bits = encrypting.key_size_bits();
-        if !RSA_SIZES.contains(&bits) {
-            return Err(MaterialError::UnsupportedRsaKeySize { bits });
-        }
         Ok(Self {
             inner: Inner::Rsa {
                 n,
@@ -273,8 +275,9 @@ impl PublicKey {
         digest: &[u8],
         signature: &[u8],
     ) -> Result<bool, MaterialError> {
+        let scheme = self.scheme(alg)?;
         let digest = import_digest(alg, digest)?;
-        let ok = match self.scheme(alg)? {
+        let ok = match scheme {
             Scheme::Rsa { verifying, .. } => {
                 signature::UnparsedPublicKey::new(verifying, &self.spki)
                     .verify_digest(&digest, signature)
