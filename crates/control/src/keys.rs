@@ -952,12 +952,8 @@ impl ControlPlane {
         let material = KeyMaterial::from_pkcs8(&pkcs8)?;
         let display = rec.body["name"].as_str().unwrap_or(name);
         let kid = format!("{}/keys/{display}/{}", vault.url, rec.version);
-        let enc_alg = || {
-            serde_json::from_value::<EncryptionAlgorithm>(json!(alg)).map_err(|_| bad(format!("Algorithm '{alg}' is not supported for {}; use RSA-OAEP, RSA-OAEP-256 or RSA1_5.", op.name())))
-        };
-        let sig_alg = || {
-            serde_json::from_value::<SignatureAlgorithm>(json!(alg)).map_err(|_| bad(format!("Algorithm '{alg}' is not a supported signature algorithm (PS256/384/512, RS256/384/512, ES256/384/512).")))
-        };
+        let enc_alg = || alg.parse::<EncryptionAlgorithm>();
+        let sig_alg = || alg.parse::<SignatureAlgorithm>();
         let bytes = match op {
             CryptoOp::Encrypt => Zeroizing::new(material.encrypt(enc_alg()?, value)?),
             CryptoOp::WrapKey => Zeroizing::new(material.wrap_key(enc_alg()?, value)?),
@@ -1019,11 +1015,7 @@ fn generate(
         }
         "EC" => {
             let crv = crv.unwrap_or("P-256");
-            let curve: Curve = serde_json::from_value(json!(crv)).map_err(|_| {
-                bad(format!(
-                    "Curve '{crv}' is not supported; use P-256, P-384 or P-521."
-                ))
-            })?;
+            let curve: Curve = crv.parse()?;
             Ok(("EC", KeyMaterial::generate_ec(curve)?))
         }
         "RSA-HSM" | "EC-HSM" => Err(hsm_unavailable()),
