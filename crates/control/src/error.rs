@@ -117,7 +117,7 @@ pub enum ControlError {
         vault: String,
     },
     #[error(
-        "Caller '{object_id}' is not authorized to perform action on resource: Action: '{action}' on vault '{vault}'. Assign a role that grants it, e.g. 'Key Vault Crypto User'."
+        "Caller '{object_id}' is not authorized to perform action on resource: Action: '{action}' on vault '{vault}'. Assign a role that grants it: 'Key Vault Crypto Officer' (every key operation), 'Key Vault Crypto User' (cryptographic operations and reads) or 'Key Vault Crypto Service Encryption User' (get, wrap, unwrap)."
     )]
     KeyForbiddenByRbac {
         object_id: String,

@@ -334,6 +334,13 @@ impl ControlPlane {
     }
 
     fn ensure_name_free(&self, vault: &VaultRef, name: &str) -> Result<(), ControlError> {
+        let valid = (1..=127).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !valid {
+            return Err(bad(format!(
+                "The request URI contains an invalid name: {name}. Key names are 1-127 characters of letters, digits and '-'."
+            )));
+        }
         if self.live_deleted_key(vault, name)?.is_some() {
             return Err(ControlError::KeyDeletedButRecoverable(name.to_string()));
         }

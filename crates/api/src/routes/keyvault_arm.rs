@@ -75,6 +75,9 @@ pub fn route_group(
         state.control.subscription_scope()
     );
     let is = |i: usize, w: &str| rest.get(i).is_some_and(|s| s.eq_ignore_ascii_case(w));
+    if is(0, "managedHSMs") && rest.len() == 1 && req.method == Method::GET {
+        return Ok(list(vec![]));
+    }
     if !is(0, "vaults") {
         return Err(ApiError::NoRegisteredProvider(format!(
             "Microsoft.KeyVault/{}",
@@ -202,6 +205,10 @@ pub fn route_subscription(
                     .map(ControlPlane::present)
                     .collect(),
             ))
+        }
+        // Managed HSM pools are not offered: listings are empty, as in a subscription without any.
+        (1, &Method::GET) if is(0, "managedHSMs") || is(0, "deletedManagedHSMs") => {
+            Ok(list(vec![]))
         }
         (1, &Method::POST) if is(0, "checkNameAvailability") => {
             let check: NameCheck = req.json()?;

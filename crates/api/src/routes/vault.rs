@@ -243,12 +243,28 @@ pub fn handle(state: &AppState, req: &Req, path: &str, vault: &str) -> Response 
         Ok(_) => "Success".to_string(),
         Err(e) => e.status_and_code().1.to_string(),
     };
+    // The key and version an operation produced or used, from the kid it answers with.
+    let created = result.as_ref().ok().and_then(|body| {
+        let body = body.as_ref()?;
+        let kid = body["key"]["kid"]
+            .as_str()
+            .or_else(|| body["kid"].as_str())?;
+        let (rest, version) = kid.rsplit_once('/')?;
+        let (_, name) = rest.rsplit_once('/')?;
+        Some((name.to_string(), version.to_string()))
+    });
     if !matches!(op, Op::Audit) {
         let record = AuditRecord {
             caller_object_id: caller.claims.oid.to_string(),
             vault: vault.name.clone(),
-            key: op.key().map(str::to_string),
-            version: op.version().map(str::to_string),
+            key: op
+                .key()
+                .map(str::to_string)
+                .or_else(|| created.as_ref().map(|c| c.0.clone())),
+            version: op
+                .version()
+                .map(str::to_string)
+                .or_else(|| created.map(|c| c.1)),
             operation: op_name.to_string(),
             result: result_code,
             detail: None,
@@ -258,7 +274,11 @@ pub fn handle(state: &AppState, req: &Req, path: &str, vault: &str) -> Response 
             return ApiError::AuditUnavailable(e.to_string()).into_response();
         }
     }
-    result.unwrap_or_else(IntoResponse::into_response)
+    match result {
+        Ok(Some(body)) => ok(body),
+        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 fn authorize(
@@ -334,7 +354,7 @@ fn page(
     vault: &VaultRef,
     path: &str,
     values: Vec<Value>,
-) -> ApiResult<Response> {
+) -> ApiResult<Value> {
     let max = match req.query("maxresults") {
         Some(m) => m
             .parse::<usize>()
@@ -362,7 +382,7 @@ fn page(
         )
     });
     let _ = state;
-    Ok(ok(json!({"value": items, "nextLink": next})))
+    Ok(json!({"value": items, "nextLink": next}))
 }
 
 fn execute(
@@ -371,9 +391,9 @@ fn execute(
     vault: &VaultRef,
     _caller: &Caller,
     op: &Op,
-) -> ApiResult<Response> {
+) -> ApiResult<Option<Value>> {
     let c = &state.control;
-    Ok(match op {
+    Ok(Some(match op {
         Op::List => page(state, req, vault, "/keys", c.list_keys(vault)?)?,
         Op::Versions(k) => page(
             state,
@@ -383,29 +403,29 @@ fn execute(
             c.key_versions(vault, k)?,
         )?,
         Op::ListDeleted => page(state, req, vault, "/deletedkeys", c.deleted_keys(vault)?)?,
-        Op::Create(k) => ok(c.create_key(vault, k, req.json::<CreateKeyInput>()?)?),
-        Op::Import(k) => ok(c.import_key(vault, k, req.json::<ImportKeyInput>()?)?),
-        Op::Get(k, v) => ok(c.get_key(vault, k, v.as_deref())?),
+        Op::Create(k) => c.create_key(vault, k, req.json::<CreateKeyInput>()?)?,
+        Op::Import(k) => c.import_key(vault, k, req.json::<ImportKeyInput>()?)?,
+        Op::Get(k, v) => c.get_key(vault, k, v.as_deref())?,
         Op::Update(k, v) => {
             let input = if req.body.is_empty() {
                 UpdateKeyInput::default()
             } else {
                 req.json()?
             };
-            ok(c.update_key(vault, k, v.as_deref(), input)?)
+            c.update_key(vault, k, v.as_deref(), input)?
         }
-        Op::Delete(k) => ok(c.delete_key(vault, k)?),
-        Op::GetDeleted(k) => ok(c.deleted_key(vault, k)?),
-        Op::Recover(k) => ok(c.recover_key(vault, k)?),
+        Op::Delete(k) => c.delete_key(vault, k)?,
+        Op::GetDeleted(k) => c.deleted_key(vault, k)?,
+        Op::Recover(k) => c.recover_key(vault, k)?,
         Op::Purge(k) => {
             c.purge_deleted_key(vault, k)?;
-            StatusCode::NO_CONTENT.into_response()
+            return Ok(None);
         }
-        Op::Backup(k) => ok(json!({"value": c.backup_key(vault, k)?})),
-        Op::Restore => ok(c.restore_key(vault, &req.json::<BlobBody>()?.value)?),
-        Op::Rotate(k) => ok(c.rotate_key(vault, k)?),
-        Op::GetPolicy(k) => ok(c.get_rotation_policy(vault, k)?),
-        Op::SetPolicy(k) => ok(c.set_rotation_policy(vault, k, req.json::<Value>()?)?),
+        Op::Backup(k) => json!({"value": c.backup_key(vault, k)?}),
+        Op::Restore => c.restore_key(vault, &req.json::<BlobBody>()?.value)?,
+        Op::Rotate(k) => c.rotate_key(vault, k)?,
+        Op::GetPolicy(k) => c.get_rotation_policy(vault, k)?,
+        Op::SetPolicy(k) => c.set_rotation_policy(vault, k, req.json::<Value>()?)?,
         Op::Crypto(k, v, CryptoOp::Verify) => {
             let body: VerifyBody = req.json()?;
             let (digest, signature) = (b64(&body.digest)?, b64(&body.value)?);
@@ -416,8 +436,8 @@ fn execute(
                 signature: Some(&signature),
             };
             match c.key_operation(vault, k, v.as_deref(), request)? {
-                CryptoResult::Verified(valid) => ok(json!({"value": valid})),
-                CryptoResult::Bytes { .. } => ok(json!({"value": false})),
+                CryptoResult::Verified(valid) => json!({"value": valid}),
+                CryptoResult::Bytes { .. } => json!({"value": false}),
             }
         }
         Op::Crypto(k, v, crypto) => {
@@ -431,9 +451,9 @@ fn execute(
             };
             match c.key_operation(vault, k, v.as_deref(), request)? {
                 CryptoResult::Bytes { kid, value } => {
-                    ok(json!({"kid": kid, "value": B64URL.encode(value.as_slice())}))
+                    json!({"kid": kid, "value": B64URL.encode(value.as_slice())})
                 }
-                CryptoResult::Verified(valid) => ok(json!({"value": valid})),
+                CryptoResult::Verified(valid) => json!({"value": valid}),
             }
         }
         Op::Audit => {
@@ -446,9 +466,9 @@ fn execute(
                 .audit
                 .entries(&filter)
                 .map_err(|e| ApiError::AuditUnavailable(e.to_string()))?;
-            ok(json!({"value": entries}))
+            json!({"value": entries})
         }
-    })
+    }))
 }
 
 #[cfg(test)]
