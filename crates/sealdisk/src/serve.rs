@@ -152,7 +152,12 @@ async fn run(args: ServeArgs) -> Result<()> {
 
     let audit = keyvault::audit::AuditLog::open(&dir.join("audit/keyvault.log"), &root)
         .context("opening the Key Vault audit log")?;
-    let state = Arc::new(AppState { control, tokens, endpoints, audit });
+    let state = Arc::new(AppState {
+        control,
+        tokens,
+        endpoints,
+        audit,
+    });
     tokio::spawn(refuse_nbd(nbd));
     tokio::spawn(rotation_scheduler(state.clone()));
     api::server::serve(listeners, tls, api::router(state), shutdown_signal()).await;
@@ -184,7 +189,9 @@ async fn rotation_scheduler(state: Arc<AppState>) {
     loop {
         tick.tick().await;
         let suffix = state.endpoints.vault_suffix();
-        let result = state.control.run_due_rotations(|vault| format!("https://{vault}.{suffix}"));
+        let result = state
+            .control
+            .run_due_rotations(|vault| format!("https://{vault}.{suffix}"));
         match result {
             Ok(done) => {
                 for (vault, key, version) in done {
@@ -249,7 +256,10 @@ fn print_summary(dir: &Path, c: &ConnectionFile) {
         secret = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
             c.client_secret.clone()
         } else {
-            format!("\"$(jq -r .clientSecret {}/connection.json)\"", dir.display())
+            format!(
+                "\"$(jq -r .clientSecret {}/connection.json)\"",
+                dir.display()
+            )
         },
     );
 }

@@ -2,7 +2,8 @@
 //!
 //! Code map:
 //! - `mod.rs`: clap types, dispatch, `--query`/`-o` and exit codes.
-//! - `commands/`: one module per command group (`login`/`account`, `group`, `role`, `ad`).
+//! - `commands/`: one module per command group (`login`/`account`, `group`, `role`, `ad`,
+//!   `keyvault`).
 //! - `session.rs`: the logged-in session (tokens, ARM/Graph requests, paging, LRO driver).
 //! - `lro.rs`: sans-I/O long-running-operation decisions.
 //! - `http.rs`: the reqwest client (CA-only trust, `*.localhost` resolution, `--debug`).
@@ -83,6 +84,9 @@ pub enum Command {
     /// Manage service principals (Microsoft Graph).
     #[command(subcommand)]
     Ad(commands::ad::AdCommand),
+    /// Manage Key Vaults and their keys.
+    #[command(subcommand)]
+    Keyvault(commands::keyvault::KeyvaultCommand),
 }
 
 /// `--subscription`, on commands that work inside one subscription.

@@ -1,6 +1,7 @@
 //! A logged-in session: the profile, its HTTP client, access tokens, and requests to ARM and
 //! Microsoft Graph with az's conventions (api-version, paging, long-running operations).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -149,6 +150,113 @@ pub async fn discover_cloud(http: &Http, endpoint: &str) -> CliResult<CloudEndpo
     Ok(CloudEndpoints::from_metadata(endpoint, &doc))
 }
 
+/// A `WWW-Authenticate: Bearer ...` challenge, as Key Vault answers a request without a valid
+/// token: `Bearer authorization="{login}{tenant}", resource="https://vault.DOMAIN:PORT"`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BearerChallenge {
+    /// `authorization` (or `authorization_uri`): the authority that issues the tokens.
+    pub authorization: Option<String>,
+    /// `resource`: the token audience.
+    pub resource: Option<String>,
+    /// `scope`: an OAuth2 scope, which newer services send instead of `resource`.
+    pub scope: Option<String>,
+}
+
+impl BearerChallenge {
+    /// Parses a `WWW-Authenticate` value; `None` unless it is a Bearer challenge.
+    pub fn parse(header: &str) -> Option<Self> {
+        let header = header.trim();
+        let (scheme, params) = header
+            .split_once(char::is_whitespace)
+            .unwrap_or((header, ""));
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let mut challenge = BearerChallenge::default();
+        for item in params.split(',') {
+            let Some((key, value)) = item.split_once('=') else {
+                continue;
+            };
+            let value = value.trim().trim_matches('"').to_owned();
+            match key.trim().to_ascii_lowercase().as_str() {
+                "authorization" | "authorization_uri" => challenge.authorization = Some(value),
+                "resource" => challenge.resource = Some(value),
+                "scope" => challenge.scope = Some(value),
+                _ => {}
+            }
+        }
+        Some(challenge)
+    }
+
+    /// The OAuth2 scope to ask a token for: `scope`, else `resource` + `/.default`.
+    pub fn token_scope(&self) -> Option<String> {
+        self.scope.clone().filter(|s| !s.is_empty()).or_else(|| {
+            self.resource
+                .as_deref()
+                .filter(|r| !r.is_empty())
+                .map(scope_for_resource)
+        })
+    }
+}
+
+/// azure-keyvault's `verify_challenge_resource`: a challenge may only send a token to the host
+/// of its own scope or a host under it (`kv1.vault.localhost:8443` under
+/// `vault.localhost:8443`), so a server cannot ask for a token meant for another service.
+pub fn challenge_fits(url: &Url, scope: &str) -> bool {
+    let Ok(scope_url) = Url::parse(scope) else {
+        return false;
+    };
+    let (Some(scope_host), Some(host)) = (scope_url.host_str(), url.host_str()) else {
+        return false;
+    };
+    let scope_authority = format!(
+        ".{}:{}",
+        scope_host.to_ascii_lowercase(),
+        scope_url.port_or_known_default().unwrap_or(0)
+    );
+    let authority = format!(
+        ".{}:{}",
+        host.to_ascii_lowercase(),
+        url.port_or_known_default().unwrap_or(0)
+    );
+    authority.ends_with(&scope_authority)
+}
+
+/// `host:port` of a URL, the key under which a challenge's scope is remembered.
+fn authority(url: &Url) -> String {
+    format!(
+        "{}:{}",
+        url.host_str().unwrap_or_default().to_ascii_lowercase(),
+        url.port_or_known_default().unwrap_or(0)
+    )
+}
+
+/// The token scope a 401 answer asks for; `None` for other answers or a 401 without a Bearer
+/// challenge, an error when the challenge does not fit the URL.
+fn challenge_scope(resp: &Response, url: &Url) -> CliResult<Option<String>> {
+    if resp.status != 401 {
+        return Ok(None);
+    }
+    let Some(scope) = resp
+        .header("www-authenticate")
+        .as_deref()
+        .and_then(BearerChallenge::parse)
+        .and_then(|c| c.token_scope())
+    else {
+        return Ok(None);
+    };
+    if !challenge_fits(url, &scope) {
+        return Err(CliError::BadResponse {
+            url: url.to_string(),
+            detail: format!(
+                "the authentication challenge asks for a token for '{scope}', which does not \
+                 belong to this host"
+            ),
+        });
+    }
+    Ok(Some(scope))
+}
+
 /// A JSON answer with its status.
 #[derive(Debug)]
 pub struct Answer {
@@ -168,6 +276,8 @@ pub struct Session {
     pub profile: Profile,
     path: PathBuf,
     dirty: bool,
+    /// Token scopes learnt from 401 challenges, by `host:port` (see [`Session::send_challenged`]).
+    challenge_scopes: BTreeMap<String, String>,
 }
 
 impl Session {
@@ -180,6 +290,7 @@ impl Session {
             profile,
             path: path.to_owned(),
             dirty: false,
+            challenge_scopes: BTreeMap::new(),
         })
     }
 
@@ -190,6 +301,7 @@ impl Session {
             profile,
             path: path.to_owned(),
             dirty: true,
+            challenge_scopes: BTreeMap::new(),
         }
     }
 
@@ -286,6 +398,76 @@ impl Session {
             return Err(
                 ServiceError::from_response(kind, resp.status, resp.reason, &resp.body).into(),
             );
+        }
+        Ok(Answer {
+            status: resp.status,
+            body: resp.json(&url)?,
+            response: resp,
+        })
+    }
+
+    /// Sends a request to a data plane that names its token audience in a 401 challenge (Key
+    /// Vault), the way the Azure SDK's challenge policy does: the first request to a host goes
+    /// without token and without body; the challenge's scope (checked with
+    /// [`challenge_fits`]) gets a token from the login endpoint with the profile's credentials
+    /// (cached per scope like every token); then the request is sent in full. A 401 to a
+    /// request that carried a token renews the token once.
+    pub async fn send_challenged(
+        &mut self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+    ) -> CliResult<Response> {
+        let key = authority(&url);
+        let mut req = Request::new(method, url.clone());
+        if let Some(b) = body {
+            req.body = Body::Json(b.clone());
+        }
+        let mut scope = match self.challenge_scopes.get(&key) {
+            Some(s) => s.clone(),
+            None => {
+                let probe = Request::new(req.method.clone(), url.clone());
+                let resp = self.http.send(&probe).await?;
+                match challenge_scope(&resp, &url)? {
+                    Some(s) => s,
+                    // No challenge: the answer stands (an error, or a host that wants no token).
+                    None if body.is_none() => return Ok(resp),
+                    None => return self.http.send(&req).await,
+                }
+            }
+        };
+        for attempt in 0..2 {
+            let token = self.token_for_scope(&scope, attempt > 0).await?;
+            req.bearer = Some(token.access_token);
+            let resp = self.http.send(&req).await?;
+            let renewed = challenge_scope(&resp, &url)?;
+            self.challenge_scopes.insert(key.clone(), scope.clone());
+            match renewed {
+                Some(s) if attempt == 0 => scope = s,
+                _ => return Ok(resp),
+            }
+        }
+        unreachable!("the loop returns on its second pass")
+    }
+
+    /// [`Session::send_challenged`], turning error statuses into [`CliError::Service`] (Key
+    /// Vault errors have ARM's `{"error":{"code","message"}}` shape and azure-core words them
+    /// the same way).
+    pub async fn call_challenged(
+        &mut self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+    ) -> CliResult<Answer> {
+        let resp = self.send_challenged(method, url.clone(), body).await?;
+        if !resp.is_success() {
+            return Err(ServiceError::from_response(
+                ServiceKind::Arm,
+                resp.status,
+                resp.reason,
+                &resp.body,
+            )
+            .into());
         }
         Ok(Answer {
             status: resp.status,
@@ -522,6 +704,75 @@ mod tests {
     }
 
     #[test]
+    fn key_vault_challenges_parse() {
+        let c = BearerChallenge::parse(
+            r#"Bearer authorization="https://localhost:8443/t1", resource="https://vault.localhost:8443""#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.authorization.as_deref(),
+            Some("https://localhost:8443/t1")
+        );
+        assert_eq!(c.resource.as_deref(), Some("https://vault.localhost:8443"));
+        assert_eq!(
+            c.token_scope().as_deref(),
+            Some("https://vault.localhost:8443/.default")
+        );
+        // Unquoted values, other spellings, a scope instead of a resource.
+        let c = BearerChallenge::parse(
+            "bearer authorization_uri=https://login/t,scope=https://vault.azure.net/.default",
+        )
+        .unwrap();
+        assert_eq!(c.authorization.as_deref(), Some("https://login/t"));
+        assert_eq!(
+            c.token_scope().as_deref(),
+            Some("https://vault.azure.net/.default")
+        );
+        assert_eq!(
+            BearerChallenge::parse("Bearer").unwrap().token_scope(),
+            None
+        );
+        assert!(BearerChallenge::parse(r#"Basic realm="x""#).is_none());
+    }
+
+    #[test]
+    fn challenges_only_fit_their_own_hosts() {
+        let url = |u: &str| Url::parse(u).unwrap();
+        let scope = "https://vault.localhost:8443/.default";
+        assert!(challenge_fits(
+            &url("https://kv1.vault.localhost:8443/keys/k"),
+            scope
+        ));
+        assert!(challenge_fits(
+            &url("https://KV1.Vault.localhost:8443/"),
+            scope
+        ));
+        assert!(challenge_fits(&url("https://vault.localhost:8443/"), scope));
+        // Another port, another service, a look-alike suffix.
+        assert!(!challenge_fits(
+            &url("https://kv1.vault.localhost:9443/"),
+            scope
+        ));
+        assert!(!challenge_fits(&url("https://localhost:8443/"), scope));
+        assert!(!challenge_fits(
+            &url("https://kv1.evilvault.localhost:8443/"),
+            scope
+        ));
+        assert!(!challenge_fits(
+            &url("https://kv1.vault.localhost/"),
+            "https://vault.localhost:8443/.default"
+        ));
+        assert!(challenge_fits(
+            &url("https://kv1.vault.azure.net/"),
+            "https://vault.azure.net/.default"
+        ));
+        assert!(!challenge_fits(
+            &url("https://kv1.vault.azure.net/"),
+            "not a url"
+        ));
+    }
+
+    #[test]
     fn odata_quotes_are_doubled() {
         assert_eq!(odata_quote("O'Brien"), "'O''Brien'");
     }
@@ -728,6 +979,122 @@ mod tests {
                 .unwrap();
             let scope = scope_for_resource(&saved.cloud.arm_resource);
             assert_eq!(saved.tokens[&scope].access_token.expose(), "fresh");
+        }
+
+        /// A 401 answer with a challenge naming the scripted server itself as the resource.
+        fn challenge_reply(method: &'static str, path: &str) -> Reply {
+            Reply::json(
+                method,
+                path,
+                401,
+                json!({"error":{"code":"Unauthorized","message":"AKV10000: Request is missing a Bearer or PoP token."}}),
+            )
+            .header(
+                "WWW-Authenticate",
+                r#"Bearer authorization="{base}t1", resource="{base}vault""#,
+            )
+        }
+
+        #[tokio::test]
+        async fn data_plane_challenge_then_token_then_request() {
+            let (base, seen) = serve(vec![
+                challenge_reply("POST", "/keys/k/create"),
+                Reply::json(
+                    "POST",
+                    "/t1/oauth2/v2.0/token",
+                    200,
+                    json!({"token_type":"Bearer","expires_in":3599,"access_token":"kv"}),
+                ),
+                Reply::json("POST", "/keys/k/create", 200, json!({"key":{"kid":"x"}})),
+                Reply::json("GET", "/keys/k", 200, json!({"key":{"kid":"x"}})),
+            ])
+            .await;
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = session(&base, dir.path());
+            let url = join_path(&base, "keys/k/create").unwrap();
+            let out = s
+                .call_challenged(Method::POST, url, Some(&json!({"kty":"RSA"})))
+                .await
+                .unwrap();
+            assert_eq!(out.body, Some(json!({"key":{"kid":"x"}})));
+            // The scope is remembered: the next request goes with the token at once.
+            let url = join_path(&base, "keys/k").unwrap();
+            s.call_challenged(Method::GET, url, None).await.unwrap();
+            let log = seen.lock().unwrap().clone();
+            let bearers: Vec<Option<&str>> = log.iter().map(|r| r.2.as_deref()).collect();
+            assert_eq!(bearers, [None, None, Some("kv"), Some("kv")]);
+            // The token is cached under the challenge's scope.
+            assert_eq!(
+                s.profile.tokens[&format!("{base}vault/.default")]
+                    .access_token
+                    .expose(),
+                "kv"
+            );
+        }
+
+        #[tokio::test]
+        async fn data_plane_rejected_token_is_renewed_once() {
+            let (base, seen) = serve(vec![
+                challenge_reply("GET", "/keys"),
+                Reply::json(
+                    "POST",
+                    "/t1/oauth2/v2.0/token",
+                    200,
+                    json!({"token_type":"Bearer","expires_in":3599,"access_token":"one"}),
+                ),
+                challenge_reply("GET", "/keys"),
+                Reply::json(
+                    "POST",
+                    "/t1/oauth2/v2.0/token",
+                    200,
+                    json!({"token_type":"Bearer","expires_in":3599,"access_token":"two"}),
+                ),
+                challenge_reply("GET", "/keys"),
+            ])
+            .await;
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = session(&base, dir.path());
+            let url = join_path(&base, "keys").unwrap();
+            let err = s.call_challenged(Method::GET, url, None).await.unwrap_err();
+            assert!(err.to_string().starts_with("(Unauthorized) AKV10000"));
+            let bearers: Vec<Option<String>> =
+                seen.lock().unwrap().iter().map(|r| r.2.clone()).collect();
+            assert_eq!(
+                bearers,
+                [None, None, Some("one".into()), None, Some("two".into())]
+            );
+        }
+
+        #[tokio::test]
+        async fn data_plane_challenge_for_another_host_is_refused() {
+            let (base, seen) = serve(vec![Reply::json("GET", "/keys", 401, Value::Null).header(
+                "WWW-Authenticate",
+                r#"Bearer authorization="{base}t1", resource="https://elsewhere.example""#,
+            )])
+            .await;
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = session(&base, dir.path());
+            let url = join_path(&base, "keys").unwrap();
+            let err = s.call_challenged(Method::GET, url, None).await.unwrap_err();
+            assert!(matches!(err, CliError::BadResponse { .. }), "{err}");
+            assert_eq!(seen.lock().unwrap().len(), 1, "no token was asked for");
+        }
+
+        #[tokio::test]
+        async fn data_plane_errors_without_challenge_stand() {
+            let (base, _) = serve(vec![Reply::json(
+                "GET",
+                "/keys/k",
+                404,
+                json!({"error":{"code":"VaultNotFound","message":"no such vault"}}),
+            )])
+            .await;
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = session(&base, dir.path());
+            let url = join_path(&base, "keys/k").unwrap();
+            let err = s.call_challenged(Method::GET, url, None).await.unwrap_err();
+            assert_eq!(err.exit_code(), 3);
+            assert!(err.to_string().starts_with("(VaultNotFound) no such vault"));
         }
 
         #[tokio::test]

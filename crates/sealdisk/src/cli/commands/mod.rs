@@ -4,6 +4,7 @@
 pub mod account;
 pub mod ad;
 pub mod group;
+pub mod keyvault;
 pub mod login;
 pub mod role;
 
@@ -22,6 +23,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> CliResult<Outcome> {
         Command::Group(cmd) => group::run(ctx, cmd).await,
         Command::Role(cmd) => role::run(ctx, cmd).await,
         Command::Ad(cmd) => ad::run(ctx, cmd).await,
+        Command::Keyvault(cmd) => keyvault::run(ctx, cmd).await,
     }
 }
 
