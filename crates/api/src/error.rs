@@ -38,7 +38,7 @@ pub enum ApiError {
     TokenSigning(#[from] jsonwebtoken::errors::Error),
     #[error("The request body is larger than {0} bytes.")]
     BodyTooLarge(usize),
-    #[error("The audit log cannot be written, so the operation was refused: {0}")]
+    #[error("The Key Vault audit log is unavailable, so the request was refused: {0}")]
     AuditUnavailable(String),
     #[error("The request failed unexpectedly inside sealdisk; the server log has the details.")]
     HandlerPanicked,

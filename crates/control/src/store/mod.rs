@@ -22,6 +22,8 @@ pub enum StoreError {
     SchemaTooNew { found: i64, known: i64 },
     #[error("{0} already exists")]
     Duplicate(String),
+    #[error("cannot create the metadata database: {0}")]
+    Create(#[source] std::io::Error),
 }
 
 /// An application registration (Microsoft Graph `application`).

@@ -1,6 +1,7 @@
 //! The embedded SQLite store: WAL journal, `synchronous=FULL` (a change is on disk before the
 //! call returns), schema versioned with `PRAGMA user_version` and forward-only migrations.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
@@ -79,6 +80,13 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and migrates it to the current schema.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        // Created owner-only; SQLite gives its -wal and -shm files the same mode.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(StoreError::Create)?;
         Self::with_connection(Connection::open(path)?)
     }
 
