@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
-use keyvault::material::{Curve, EncryptionAlgorithm, Jwk, KeyMaterial, SignatureAlgorithm};
+use keyvault::material::{
+    Curve, EncryptionAlgorithm, Jwk, KeyMaterial, KeyOperation, SignatureAlgorithm,
+};
 use keyvault::seal;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -17,17 +19,6 @@ use crate::store::KeyVersionRecord;
 use crate::{ControlError, ControlPlane};
 
 const DAY: i64 = 24 * 3600;
-/// Operations a key may allow, as Key Vault spells them.
-const KEY_OPS: &[&str] = &[
-    "encrypt",
-    "decrypt",
-    "sign",
-    "verify",
-    "wrapKey",
-    "unwrapKey",
-    "import",
-    "export",
-];
 const MIN_POLICY_EXPIRY_DAYS: i64 = 28;
 
 /// The vault a data-plane request addresses.
@@ -102,6 +93,15 @@ pub struct UpdateKeyInput {
     pub key_ops: Option<Vec<String>>,
     pub attributes: Option<KeyAttributesInput>,
     pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// The parts of a create or import request that become the first version's metadata.
+#[derive(Debug)]
+struct NewKey<'a> {
+    kty: &'a str,
+    key_ops: Option<&'a [String]>,
+    attributes: Option<&'a KeyAttributesInput>,
+    tags: Option<BTreeMap<String, String>>,
 }
 
 /// What a new key version records besides its key material.
@@ -185,14 +185,15 @@ fn seal_context(vault: &str, name: &str, version: &str) -> Vec<u8> {
 fn canonical_ops(ops: &[String]) -> Result<Vec<String>, ControlError> {
     ops.iter()
         .map(|o| {
-            KEY_OPS
+            KeyOperation::ALL
                 .iter()
-                .find(|k| k.eq_ignore_ascii_case(o))
-                .map(|k| k.to_string())
+                .find(|k| k.as_str().eq_ignore_ascii_case(o))
+                .map(|k| k.as_str().to_string())
                 .ok_or_else(|| {
+                    let valid: Vec<&str> = KeyOperation::ALL.iter().map(|k| k.as_str()).collect();
                     bad(format!(
                         "Invalid key operation '{o}'. Valid operations: {}.",
-                        KEY_OPS.join(", ")
+                        valid.join(", ")
                     ))
                 })
         })
@@ -408,24 +409,34 @@ impl ControlPlane {
             input.crv.as_deref(),
             input.public_exponent,
         )?;
-        let ops = match &input.key_ops {
-            Some(ops) => canonical_ops(ops)?,
-            None => default_ops(kty),
+        let request = NewKey {
+            kty,
+            key_ops: input.key_ops.as_deref(),
+            attributes: input.attributes.as_ref(),
+            tags: input.tags,
         };
-        let now = self.now();
-        let attrs = self.key_attributes(input.attributes.as_ref(), None, now);
-        let tags = json!(input.tags.unwrap_or_default());
-        let rec = self.store_new_version(
-            vault,
-            name,
-            &material,
-            VersionMeta {
-                kty: kty.to_string(),
-                key_ops: ops,
-                attributes: attrs,
-                tags,
-            },
-        )?;
+        self.new_key(vault, name, &material, request)
+    }
+
+    /// Stores the first or a further version of a key from a create or import request.
+    fn new_key(
+        &self,
+        vault: &VaultRef,
+        name: &str,
+        material: &KeyMaterial,
+        request: NewKey<'_>,
+    ) -> Result<Value, ControlError> {
+        let key_ops = match request.key_ops {
+            Some(ops) => canonical_ops(ops)?,
+            None => default_ops(request.kty),
+        };
+        let meta = VersionMeta {
+            kty: request.kty.to_string(),
+            key_ops,
+            attributes: self.key_attributes(request.attributes, None, self.now()),
+            tags: json!(request.tags.unwrap_or_default()),
+        };
+        let rec = self.store_new_version(vault, name, material, meta)?;
         Ok(self.key_bundle(vault, &rec))
     }
 
@@ -451,24 +462,13 @@ impl ControlPlane {
             return Err(hsm_unavailable());
         }
         let material = KeyMaterial::from_jwk(&input.key)?;
-        let ops = match &input.key.key_ops {
-            Some(ops) => canonical_ops(ops)?,
-            None => default_ops(&kty),
+        let request = NewKey {
+            kty: &kty,
+            key_ops: input.key.key_ops.as_deref(),
+            attributes: input.attributes.as_ref(),
+            tags: input.tags,
         };
-        let attrs = self.key_attributes(input.attributes.as_ref(), None, self.now());
-        let tags = json!(input.tags.unwrap_or_default());
-        let rec = self.store_new_version(
-            vault,
-            name,
-            &material,
-            VersionMeta {
-                kty: kty.to_string(),
-                key_ops: ops,
-                attributes: attrs,
-                tags,
-            },
-        )?;
-        Ok(self.key_bundle(vault, &rec))
+        self.new_key(vault, name, &material, request)
     }
 
     /// A stored version (the latest when `version` is empty), refusing deleted keys.
@@ -1037,43 +1037,11 @@ fn generate(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicI64, Ordering};
-
     use super::*;
-    use crate::Clock;
-    use crate::resources::ResourceGroupInput;
-    use crate::store::SqliteStore;
+    use crate::testing::Fixture;
     use crate::vaults::VaultInput;
 
-    struct Fixture {
-        plane: ControlPlane,
-        time: Arc<AtomicI64>,
-        sub: String,
-    }
-
     impl Fixture {
-        fn new() -> Self {
-            let time = Arc::new(AtomicI64::new(1_800_000_000));
-            let t = time.clone();
-            let plane = ControlPlane::open(
-                Arc::new(SqliteStore::open_in_memory().unwrap()),
-                Arc::new(crypto::RootKey::generate().unwrap()),
-                None,
-            )
-            .unwrap()
-            .0
-            .with_clock(Clock::new(move || t.load(Ordering::SeqCst)));
-            let sub = plane.subscription().to_string();
-            let rg = ResourceGroupInput {
-                location: "eastus".into(),
-                tags: None,
-                managed_by: None,
-            };
-            plane.put_resource_group(&sub, "g", rg).unwrap();
-            Self { plane, time, sub }
-        }
-
         fn vault(&self, name: &str, props: Value) -> VaultRef {
             let input: VaultInput =
                 serde_json::from_value(json!({"location": "eastus", "properties": props})).unwrap();
@@ -1083,10 +1051,6 @@ mod tests {
                 doc,
                 url: format!("https://{name}.vault.localhost:1"),
             }
-        }
-
-        fn advance(&self, secs: i64) {
-            self.time.fetch_add(secs, Ordering::SeqCst);
         }
     }
 

@@ -13,6 +13,8 @@ pub mod keys;
 pub mod operations;
 pub mod resources;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod vaults;
 
 pub use authz::{RoleAssignment, RoleDefinition, RolePermission, builtin_roles, permits};

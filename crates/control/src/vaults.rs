@@ -810,38 +810,12 @@ impl ControlPlane {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicI64, Ordering};
-
     use super::*;
-    use crate::Clock;
-    use crate::resources::ResourceGroupInput;
-    use crate::store::SqliteStore;
+    use crate::testing::Fixture;
 
-    fn setup() -> (ControlPlane, String, Arc<AtomicI64>) {
-        let time = Arc::new(AtomicI64::new(1_800_000_000));
-        let t = time.clone();
-        let plane = ControlPlane::open(
-            Arc::new(SqliteStore::open_in_memory().unwrap()),
-            Arc::new(crypto::RootKey::generate().unwrap()),
-            None,
-        )
-        .unwrap()
-        .0
-        .with_clock(Clock::new(move || t.load(Ordering::SeqCst)));
-        let sub = plane.subscription().to_string();
-        plane
-            .put_resource_group(
-                &sub,
-                "g",
-                ResourceGroupInput {
-                    location: "eastus".into(),
-                    tags: None,
-                    managed_by: None,
-                },
-            )
-            .unwrap();
-        (plane, sub, time)
+    fn setup() -> (ControlPlane, String, Fixture) {
+        let f = Fixture::new();
+        (f.plane.clone(), f.sub.clone(), f)
     }
 
     fn input(props: Value) -> VaultInput {
@@ -932,7 +906,7 @@ mod tests {
             .unwrap();
         assert_eq!(v["properties"]["softDeleteRetentionInDays"], 7);
         p.delete_vault(&sub, "g", "kvp").unwrap();
-        time.fetch_add(8 * DAY, Ordering::SeqCst);
+        time.advance(8 * DAY);
         assert!(
             p.deleted_vaults().unwrap().is_empty(),
             "retention over: purged"
