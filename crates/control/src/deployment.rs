@@ -160,6 +160,8 @@ pub struct ControlPlane {
     pub(crate) clock: Clock,
     /// The platform root key: seals private keys at rest.
     pub(crate) root: Arc<crypto::RootKey>,
+    /// Private keys loaded for cryptographic operations.
+    pub(crate) key_cache: Arc<crate::keys::KeyCache>,
 }
 
 pub(crate) fn now() -> i64 {
@@ -204,6 +206,7 @@ impl ControlPlane {
                 bootstrap_app,
                 clock: Clock::system(),
                 root,
+                key_cache: Arc::default(),
             },
             _ => Self::initialize(store, root)?,
         };
@@ -225,6 +228,7 @@ impl ControlPlane {
             bootstrap_app: AppId::new_random(),
             clock: Clock::system(),
             root,
+            key_cache: Arc::default(),
         };
         let (_, principal) =
             plane.create_application("sealdisk-bootstrap", Some(plane.bootstrap_app))?;

@@ -3,7 +3,8 @@
 //! memory, for the duration of one operation; at rest they are sealed under the platform root
 //! key with their vault, name and version as associated data.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
@@ -20,6 +21,44 @@ use crate::{ControlError, ControlPlane};
 
 const DAY: i64 = 24 * 3600;
 const MIN_POLICY_EXPIRY_DAYS: i64 = 28;
+
+/// Most versions kept loaded at once; past it the cache starts over.
+const KEY_CACHE_CAPACITY: usize = 4096;
+
+/// Loaded private keys by sealing context (`sealdisk/key/VAULT/NAME/VERSION`). The keys live in
+/// AWS-LC and zeroizing memory and never leave the process.
+#[derive(Default)]
+pub(crate) struct KeyCache(Mutex<HashMap<Vec<u8>, Arc<KeyMaterial>>>);
+
+impl std::fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyCache(<redacted>)")
+    }
+}
+
+impl KeyCache {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Arc<KeyMaterial>>> {
+        // The map holds no invariant a panic could break.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, id: &[u8]) -> Option<Arc<KeyMaterial>> {
+        self.map().get(id).cloned()
+    }
+
+    fn insert(&self, id: Vec<u8>, material: Arc<KeyMaterial>) {
+        let mut map = self.map();
+        if map.len() >= KEY_CACHE_CAPACITY {
+            map.clear();
+        }
+        map.insert(id, material);
+    }
+
+    /// Drops every version whose id starts with `prefix` (a key, when purged).
+    fn forget(&self, prefix: &[u8]) {
+        self.map().retain(|id, _| !id.starts_with(prefix));
+    }
+}
 
 /// The vault a data-plane request addresses.
 #[derive(Debug, Clone)]
@@ -145,11 +184,6 @@ impl CryptoOp {
             Self::Sign => "sign",
             Self::Verify => "verify",
         }
-    }
-
-    /// Whether it needs the private key (and so an enabled, unexpired key).
-    fn private(self) -> bool {
-        matches!(self, Self::Decrypt | Self::UnwrapKey | Self::Sign)
     }
 }
 
@@ -328,7 +362,7 @@ impl ControlPlane {
             return Ok(None);
         };
         if deleted["purgeAt"].as_i64().is_some_and(|t| t <= self.now()) {
-            self.store.purge_key(&vault.id(), name)?;
+            self.purge(&vault.id(), name)?;
             return Ok(None);
         }
         Ok(Some(deleted))
@@ -637,7 +671,7 @@ impl ControlPlane {
         if vault.purge_protected() {
             return Err(ControlError::KeyPurgeProtected(name.to_string()));
         }
-        self.store.purge_key(&vault.id(), name)?;
+        self.purge(&vault.id(), name)?;
         Ok(())
     }
 
@@ -950,13 +984,7 @@ impl ControlPlane {
                 allowed: ops.join(", "),
             });
         }
-        let _ = op.private();
-        let pkcs8 = seal::open(
-            &self.root,
-            &seal_context(&vault.id(), name, &rec.version),
-            &rec.sealed,
-        )?;
-        let material = KeyMaterial::from_pkcs8(&pkcs8)?;
+        let material = self.loaded_key(vault, name, &rec)?;
         let display = rec.body["name"].as_str().unwrap_or(name);
         let kid = format!("{}/keys/{display}/{}", vault.url, rec.version);
         let enc_alg = || alg.parse::<EncryptionAlgorithm>();
@@ -975,6 +1003,30 @@ impl ControlPlane {
         Ok(CryptoResult::Bytes { kid, value: bytes })
     }
 
+    /// The private key of a version, unsealed and parsed once and then kept in memory: versions
+    /// never change, and parsing an RSA key costs more than using it. Purging drops it.
+    fn loaded_key(
+        &self,
+        vault: &VaultRef,
+        name: &str,
+        rec: &KeyVersionRecord,
+    ) -> Result<Arc<KeyMaterial>, ControlError> {
+        let id = seal_context(&vault.id(), name, &rec.version);
+        if let Some(material) = self.key_cache.get(&id) {
+            return Ok(material);
+        }
+        let pkcs8 = seal::open(&self.root, &id, &rec.sealed)?;
+        let material = Arc::new(KeyMaterial::from_pkcs8(&pkcs8)?);
+        self.key_cache.insert(id, material.clone());
+        Ok(material)
+    }
+
+    fn purge(&self, vault: &str, name: &str) -> Result<(), ControlError> {
+        self.store.purge_key(vault, name)?;
+        self.key_cache.forget(&seal_context(vault, name, ""));
+        Ok(())
+    }
+
     /// Removes every key of a vault (when the vault is purged).
     pub(crate) fn purge_vault_keys(&self, vault: &str) -> Result<(), ControlError> {
         let vault = vault.to_ascii_lowercase();
@@ -991,7 +1043,7 @@ impl ControlPlane {
                 .filter_map(|d| d["name"].as_str().map(str::to_ascii_lowercase)),
         );
         for name in names {
-            self.store.purge_key(&vault, &name)?;
+            self.purge(&vault, &name)?;
         }
         Ok(())
     }

@@ -40,6 +40,13 @@ impl Fixture {
         audit::head_path(&self.path)
     }
 
+    /// The head file's temp file, `<log>.head.tmp`: a batch's next head while it is written.
+    fn head_temp(&self) -> PathBuf {
+        let mut name = self.head().into_os_string();
+        name.push(".tmp");
+        PathBuf::from(name)
+    }
+
     /// A log with `n` entries, closed again.
     fn with_entries(n: u64) -> Self {
         let fixture = Self::new();
@@ -585,6 +592,250 @@ fn concurrent_appends_make_one_gapless_chain() {
     }
     drop(log);
     assert_eq!(fixture.verify().unwrap().entries, total);
+}
+
+#[test]
+fn concurrent_appenders_share_batches_and_each_gets_its_own_entry() {
+    const THREADS: usize = 16;
+    const PER_THREAD: usize = 20;
+    let fixture = Fixture::new();
+    let log = Arc::new(fixture.open());
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                (0..PER_THREAD)
+                    .map(|i| {
+                        let entry = log
+                            .append(record(&format!("vault{t}"), None, &format!("Op{i}")))
+                            .unwrap();
+                        assert_eq!(entry.vault, format!("vault{t}"));
+                        assert_eq!(entry.operation, format!("Op{i}"));
+                        entry
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut returned: Vec<AuditEntry> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    returned.sort_by_key(|entry| entry.seq);
+    let total = (THREADS * PER_THREAD) as u64;
+    // Every caller got a distinct seq, and exactly the entry the log holds under it.
+    assert_eq!(log.entries(&all()).unwrap(), returned);
+    assert_eq!(
+        returned.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (0..total).collect::<Vec<_>>()
+    );
+
+    let stats = log.commit_stats();
+    assert_eq!(stats.entries, total);
+    // Sixteen threads that append in a loop queue up behind each other's syncs, so batches
+    // hold more than one entry (each batch is one `sync_data` of the log).
+    assert!(
+        stats.batches < total,
+        "{} batches for {total} entries",
+        stats.batches
+    );
+    drop(log);
+    let report = fixture.verify().unwrap();
+    assert_eq!(report.entries, total);
+    assert!(report.pending.is_empty());
+}
+
+#[test]
+fn a_lone_appender_commits_one_batch_per_entry() {
+    let fixture = Fixture::new();
+    let log = fixture.open();
+    for i in 0..3 {
+        log.append(record("v", None, &format!("Op{i}"))).unwrap();
+    }
+    let stats = log.commit_stats();
+    assert_eq!((stats.entries, stats.batches), (3, 3));
+    // Between batches the head's temp file is there, empty.
+    assert_eq!(fs::read(fixture.head_temp()).unwrap(), b"");
+}
+
+#[test]
+fn replacing_the_log_under_concurrent_appenders_fails_every_later_append() {
+    const THREADS: usize = 8;
+    let fixture = Fixture::new();
+    let log = Arc::new(fixture.open());
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                let mut acknowledged = 0u64;
+                for i in 0..10_000 {
+                    match log.append(record(&format!("vault{t}"), None, &format!("Op{i}"))) {
+                        Ok(_) => acknowledged += 1,
+                        Err(first) => {
+                            let next = log.append(record("v", None, "AfterFailure"));
+                            return (acknowledged, Some(first), next);
+                        }
+                    }
+                }
+                (
+                    acknowledged,
+                    None,
+                    Ok(log.append(record("v", None, "X")).unwrap()),
+                )
+            })
+        })
+        .collect();
+    // Let the appenders get going (bounded: a failure shows up in the joins below).
+    for _ in 0..10_000 {
+        if log.commit_stats().entries >= 2 * THREADS as u64 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let moved = fixture.path.with_extension("moved");
+    fs::rename(&fixture.path, &moved).unwrap();
+
+    let mut acknowledged = 0;
+    let mut replaced = 0;
+    for handle in handles {
+        let (acked, first, next) = handle.join().unwrap();
+        acknowledged += acked;
+        match first {
+            Some(AuditError::Replaced { .. }) => replaced += 1,
+            Some(AuditError::Poisoned { .. }) => {}
+            other => panic!("expected Replaced or Poisoned, got {other:?}"),
+        }
+        assert!(
+            matches!(next, Err(AuditError::Poisoned { .. })),
+            "nothing succeeds after a failure: {next:?}"
+        );
+    }
+    // The batch that found the file replaced failed every append in it; the rest found the
+    // log poisoned.
+    assert!(replaced >= 1);
+    assert_eq!(log.commit_stats().entries, acknowledged);
+    drop(log);
+    // Every acknowledged entry, and nothing else, is in the file that was moved away.
+    fs::rename(&moved, &fixture.path).unwrap();
+    let report = fixture.verify().unwrap();
+    assert_eq!(report.entries, acknowledged);
+    assert!(report.pending.is_empty());
+}
+
+/// The files as a crash leaves them between a batch's `sync_data` and the rename of its head:
+/// the head file as before the batch, the temp file holding the head that covers it.
+fn crash_before_head_rename(fixture: &Fixture, before: u64, batch: u64) -> Vec<u8> {
+    let log = fixture.open();
+    for i in 0..before {
+        log.append(record("v", None, &format!("Old{i}"))).unwrap();
+    }
+    let head_before = fs::read(fixture.head()).unwrap();
+    for i in 0..batch {
+        log.append(record("v", Some("k"), &format!("Batch{i}")))
+            .unwrap();
+    }
+    drop(log);
+    fs::copy(fixture.head(), fixture.head_temp()).unwrap();
+    fs::write(fixture.head(), &head_before).unwrap();
+    head_before
+}
+
+#[test]
+fn a_batch_synced_but_not_acknowledged_is_kept_whole() {
+    let fixture = Fixture::new();
+    crash_before_head_rename(&fixture, 2, 3);
+
+    let report = fixture.verify().unwrap();
+    assert_eq!(report.entries, 5);
+    assert_eq!(report.pending.unacknowledged_seq, Some(2));
+
+    let log = fixture.open();
+    assert_eq!(
+        log.recovery(),
+        &Recovery {
+            torn_bytes: 0,
+            unacknowledged_seq: Some(2),
+        }
+    );
+    let entries = log.entries(&all()).unwrap();
+    let kept: Vec<_> = entries[2..5].iter().map(|e| e.operation.as_str()).collect();
+    assert_eq!(kept, ["Batch0", "Batch1", "Batch2"]);
+    assert_eq!(entries[5].operation, RECOVERY_OPERATION);
+    assert!(
+        entries[5]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("kept entries 2 to 4"),
+        "{:?}",
+        entries[5].detail
+    );
+    drop(log);
+    let report = fixture.verify().unwrap();
+    assert_eq!(report.entries, 6);
+    assert!(report.pending.is_empty());
+}
+
+#[test]
+fn a_batch_cut_short_by_a_crash_keeps_its_complete_lines() {
+    let fixture = Fixture::new();
+    crash_before_head_rename(&fixture, 2, 4);
+    // Only part of the batch reached the disk: its last line is torn.
+    let mut lines = fixture.lines();
+    let last = lines.pop().unwrap();
+    lines.push(last[..40].to_owned());
+    fixture.write_lines(&lines);
+
+    let report = fixture.verify().unwrap();
+    assert_eq!(report.entries, 5);
+    assert_eq!(report.pending.unacknowledged_seq, Some(2));
+    assert_eq!(report.pending.torn_bytes, 40);
+
+    let log = fixture.open();
+    assert_eq!(log.recovery().unacknowledged_seq, Some(2));
+    assert_eq!(log.recovery().torn_bytes, 40);
+    let entries = log.entries(&all()).unwrap();
+    assert_eq!(entries.len(), 6);
+    assert_eq!(entries[4].operation, "Batch2");
+    assert_eq!(entries[5].operation, RECOVERY_OPERATION);
+    drop(log);
+    assert!(fixture.verify().unwrap().pending.is_empty());
+}
+
+#[test]
+fn entries_past_the_head_that_the_temp_file_does_not_cover_are_head_behind() {
+    let fixture = Fixture::new();
+    let head = crash_before_head_rename(&fixture, 2, 2);
+    let temp = fs::read(fixture.head_temp()).unwrap();
+    // Opening keeps the batch and appends its recovery entry, a fifth one. With the head
+    // file and the temp file put back, the log holds one entry more than the batch in the
+    // temp file was to write.
+    drop(fixture.open());
+    fs::write(fixture.head(), &head).unwrap();
+    fs::write(fixture.head_temp(), &temp).unwrap();
+    let behind = TamperReason::HeadBehind {
+        head_entries: 2,
+        log_entries: 5,
+    };
+    assert_eq!(
+        tampered(fixture.verify()),
+        (Location::HeadFile, behind.clone())
+    );
+    assert_eq!(
+        tampered(AuditLog::open(&fixture.path, &fixture.root)),
+        (Location::HeadFile, behind)
+    );
+
+    // A temp file that is not an authentic head vouches for nothing.
+    fs::write(
+        fixture.head_temp(),
+        b"{\"format\":\"sealdisk-audit-head\"}\n",
+    )
+    .unwrap();
+    assert!(matches!(
+        tampered(fixture.verify()).1,
+        TamperReason::HeadBehind { .. }
+    ));
 }
 
 #[test]

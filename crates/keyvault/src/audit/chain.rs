@@ -122,6 +122,28 @@ pub(super) enum WalkError {
     Fault(Fault),
 }
 
+/// Most entries one group commit writes, and so the most entries a crash can leave synced
+/// but unacknowledged.
+pub(super) const MAX_BATCH: usize = 256;
+
+/// Whether `intent`, the head a batch in flight meant to publish (from the head's temp
+/// file), vouches for the entries past `head` as that batch's crash residue: more than one
+/// entry past the head, no more than the batch was to write, and ending in the batch's own
+/// last hash if the whole batch landed. The caller still checks that the first of them links
+/// to the head's hash (the walk, or a read of the last lines, checks the rest of the chain).
+///
+/// A single entry past the head needs no intent (`reconcile` accepts it), as before group
+/// commit.
+pub(super) fn batch_residue(head: &Head, tail: &Tail, intent: Option<&Head>) -> bool {
+    let Some(intent) = intent else {
+        return false;
+    };
+    tail.entries > head.entries + 1
+        && tail.entries <= intent.entries
+        && intent.entries - head.entries <= MAX_BATCH as u64
+        && (tail.entries < intent.entries || tail.last_hash == intent.last_hash)
+}
+
 /// Compares the end of the log with the head file. Returns the `seq` of the one entry a crash
 /// may leave written but unacknowledged (it links to the head's hash), or `None` when they
 /// agree exactly.
@@ -303,5 +325,45 @@ mod tests {
         };
         assert_eq!(reconcile(&head, &tail(6, 6, 9)), Err(unlinked));
         assert_eq!(reconcile(&Head::EMPTY, &Tail::EMPTY), Ok(None));
+    }
+
+    #[test]
+    fn batch_residue_table() {
+        let h = |n: u8| ChainHash::from_hex(&format!("{n:02x}").repeat(32)).unwrap();
+        let head = Head {
+            entries: 5,
+            last_hash: h(5),
+        };
+        let tail = |entries, last| Tail {
+            entries,
+            last_hash: h(last),
+            last_prev_hash: h(last - 1),
+            torn_bytes: 0,
+        };
+        let intent = |entries, last| Head {
+            entries,
+            last_hash: h(last),
+        };
+        // The whole batch landed: the intent names its last hash.
+        assert!(batch_residue(&head, &tail(8, 8), Some(&intent(8, 8))));
+        // Part of it landed (the rest torn or never written).
+        assert!(batch_residue(&head, &tail(7, 7), Some(&intent(8, 8))));
+        // Without an intent, or with one that does not reach that far, it is a head behind.
+        assert!(!batch_residue(&head, &tail(7, 7), None));
+        assert!(!batch_residue(&head, &tail(9, 9), Some(&intent(8, 8))));
+        assert!(!batch_residue(&head, &tail(8, 9), Some(&intent(8, 8))));
+        // One entry is `reconcile`'s case; none is no residue.
+        assert!(!batch_residue(&head, &tail(6, 6), Some(&intent(8, 8))));
+        assert!(!batch_residue(&head, &tail(5, 5), Some(&intent(8, 8))));
+        // No batch is larger than MAX_BATCH.
+        let far = 5 + MAX_BATCH as u64 + 1;
+        assert!(!batch_residue(
+            &head,
+            &tail(7, 7),
+            Some(&Head {
+                entries: far,
+                last_hash: h(1)
+            })
+        ));
     }
 }

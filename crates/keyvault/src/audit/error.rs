@@ -52,6 +52,44 @@ impl AuditError {
             source,
         }
     }
+
+    /// The same failure for another append of a failed batch: the same variant and message.
+    /// An I/O source keeps its kind and message but not its OS error code.
+    pub(super) fn duplicate(&self) -> AuditError {
+        fn io(source: &std::io::Error) -> std::io::Error {
+            std::io::Error::new(source.kind(), source.to_string())
+        }
+        match self {
+            AuditError::Io { path, source } => AuditError::Io {
+                path: path.clone(),
+                source: io(source),
+            },
+            AuditError::Write(CryptoError::Io { path, source }) => {
+                AuditError::Write(CryptoError::Io {
+                    path: path.clone(),
+                    source: io(source),
+                })
+            }
+            AuditError::UnsupportedVersion { path, version } => AuditError::UnsupportedVersion {
+                path: path.clone(),
+                version: *version,
+            },
+            AuditError::WrongKey { path } => AuditError::WrongKey { path: path.clone() },
+            AuditError::Tampered { path, at, reason } => AuditError::Tampered {
+                path: path.clone(),
+                at: *at,
+                reason: reason.clone(),
+            },
+            AuditError::Replaced { path } => AuditError::Replaced { path: path.clone() },
+            AuditError::Poisoned { path } => AuditError::Poisoned { path: path.clone() },
+            // Failures of one record (or of key handling), never of a batch's I/O: keep the
+            // message.
+            AuditError::Write(_) | AuditError::Time(_) | AuditError::Encode(_) => AuditError::Io {
+                path: PathBuf::new(),
+                source: std::io::Error::other(self.to_string()),
+            },
+        }
+    }
 }
 
 /// Where verification failed.

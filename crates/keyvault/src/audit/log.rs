@@ -4,16 +4,16 @@
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
 
-use crypto::{RootKey, files};
+use crypto::{CryptoError, RootKey, files};
 use time::OffsetDateTime;
 
-use super::chain::{self, ChainWalker, Tail, WalkError};
+use super::chain::{self, ChainWalker, MAX_BATCH, Tail, WalkError};
 use super::error::{AuditError, Fault, Location, TamperReason};
 use super::format::{self, AuditEntry, AuditKey, AuditRecord, ChainHash, Head};
+use super::group::GroupCommit;
 
 /// `callerObjectId` of entries the log writes about itself.
 pub const SYSTEM_CALLER: &str = "sealdisk";
@@ -25,25 +25,33 @@ const SCAN_CHUNK: usize = 8 * 1024;
 /// The header line is far shorter; a first line longer than this is not a header.
 const MAX_HEADER: usize = 1024;
 
-/// An open audit log. Appends are serialized by an internal mutex; share it with `Arc`.
+/// An open audit log. Concurrent appends are committed in batches (group commit); share it
+/// with `Arc`.
 ///
 /// Exactly one `AuditLog` (one process) may have a given file open: there is no
 /// inter-process lock.
 pub struct AuditLog {
     path: PathBuf,
     head_path: PathBuf,
+    /// The head's temp file, `<log>.head.tmp`: a batch's next head before it is published.
+    intent_path: PathBuf,
+    /// The directory of all three files, synced to make renames and new names durable.
+    dir: PathBuf,
     key: AuditKey,
     /// Opened for reading and appending. Reads are positional, so they need no lock.
     file: File,
     /// Device and inode of `file`, to notice the path being deleted or replaced.
     identity: (u64, u64),
-    state: Mutex<State>,
+    group: GroupCommit<State, Pending, Result<AuditEntry, AuditError>>,
     created: bool,
     recovery: Recovery,
 }
 
-/// What the log has acknowledged, as of the last successful append.
-#[derive(Debug)]
+/// A record waiting for its batch, with its time stamp.
+type Pending = (AuditRecord, OffsetDateTime);
+
+/// What the log has acknowledged, as of the last finished batch.
+#[derive(Debug, Clone)]
 struct State {
     entries: u64,
     last_hash: ChainHash,
@@ -52,6 +60,17 @@ struct State {
     /// An append failed in a way that left the file or the head file in doubt; only
     /// reopening (and its recovery) makes the log writable again.
     poisoned: bool,
+    stats: CommitStats,
+}
+
+/// How appends were grouped since `open`. Concurrent appenders share a batch: one write, one
+/// `sync_data` and one head-file update for all of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Entries acknowledged, the recovery entry of `open` included.
+    pub entries: u64,
+    /// Batches acknowledged (each made its entries durable with one sync of the log).
+    pub batches: u64,
 }
 
 /// Crash residue: what `verify` found pending, or what `AuditLog::open` repaired.
@@ -63,9 +82,11 @@ pub struct Recovery {
     /// Length of an incomplete final line (no newline): an append interrupted before it
     /// returned, so never acknowledged. `open` cuts it off.
     pub torn_bytes: u64,
-    /// `seq` of a complete, authentic entry the head file does not yet cover: it was written
-    /// and synced, but the process stopped (or the head write failed) before the append
-    /// returned. `open` keeps it and moves the head forward.
+    /// `seq` of the first complete, authentic entry the head file does not yet cover: it was
+    /// written and synced, but the process stopped (or the head write failed) before the
+    /// append returned. `open` keeps it, and every entry after it, and moves the head
+    /// forward. More than one such entry is accepted only as one batch whose next head is
+    /// in the head's temp file (see the module docs).
     pub unacknowledged_seq: Option<u64>,
 }
 
@@ -75,7 +96,8 @@ impl Recovery {
         self.torn_bytes == 0 && self.unacknowledged_seq.is_none()
     }
 
-    fn describe(&self) -> String {
+    /// `entries`: the complete entries in the log, the unacknowledged ones included.
+    fn describe(&self, entries: u64) -> String {
         let mut parts = Vec::new();
         if self.torn_bytes > 0 {
             parts.push(format!(
@@ -83,10 +105,15 @@ impl Recovery {
                 self.torn_bytes
             ));
         }
-        if let Some(seq) = self.unacknowledged_seq {
-            parts.push(format!(
+        match self.unacknowledged_seq {
+            Some(seq) if entries > seq + 1 => parts.push(format!(
+                "kept entries {seq} to {}, written before the crash but never acknowledged",
+                entries - 1
+            )),
+            Some(seq) => parts.push(format!(
                 "kept entry {seq}, written before the crash but never acknowledged"
-            ));
+            )),
+            None => {}
         }
         format!("recovered after an unclean stop: {}", parts.join("; "))
     }
@@ -190,8 +217,25 @@ impl AuditLog {
                 Tail::ending_in(&entry, scan.torn_bytes)
             }
         };
-        let unacknowledged_seq = chain::reconcile(&head, &tail)
-            .map_err(|reason| Fault::tampered(Location::HeadFile, reason).at_path(path))?;
+        let unacknowledged_seq = match chain::reconcile(&head, &tail) {
+            Ok(seq) => seq,
+            // More than one entry past the head: acceptable only as one batch's residue.
+            Err(TamperReason::HeadBehind { .. })
+                if batch_residue_links(
+                    &file,
+                    &key,
+                    &head,
+                    &tail,
+                    path,
+                    header_len,
+                    scan.complete_len,
+                )
+                .map_err(AuditError::io(path))? =>
+            {
+                Some(head.entries)
+            }
+            Err(reason) => return Err(Fault::tampered(Location::HeadFile, reason).at_path(path)),
+        };
         let recovery = Recovery {
             torn_bytes: scan.torn_bytes,
             unacknowledged_seq,
@@ -202,18 +246,22 @@ impl AuditLog {
                 .map_err(AuditError::io(path))?;
         }
 
+        let state = State {
+            entries: tail.entries,
+            last_hash: tail.last_hash,
+            len: scan.complete_len,
+            poisoned: false,
+            stats: CommitStats::default(),
+        };
         let log = AuditLog {
             path: path.to_path_buf(),
             head_path,
+            intent_path: intent_path(path),
+            dir: parent_dir(path).to_path_buf(),
             key,
             identity: (meta.dev(), meta.ino()),
             file,
-            state: Mutex::new(State {
-                entries: tail.entries,
-                last_hash: tail.last_hash,
-                len: scan.complete_len,
-                poisoned: false,
-            }),
+            group: GroupCommit::new(state, MAX_BATCH),
             created,
             recovery,
         };
@@ -226,7 +274,7 @@ impl AuditLog {
                 version: None,
                 operation: RECOVERY_OPERATION.to_owned(),
                 result: "Success".to_owned(),
-                detail: Some(log.recovery.describe()),
+                detail: Some(log.recovery.describe(tail.entries)),
             })?;
         }
         Ok(log)
@@ -260,30 +308,106 @@ impl AuditLog {
     /// After a failure that leaves the file in doubt (sync or head write failed, a partial
     /// line could not be rolled back, the file was deleted or replaced) every later append
     /// fails with `Poisoned` until the log is reopened.
+    ///
+    /// Concurrent appends share the work: the entries queued while one batch is being
+    /// written go into the next batch, committed by one of their callers for all of them.
+    /// Each caller gets its own entry, or the batch's error: a failed batch fails every
+    /// append in it. A lone append commits at once, as a batch of one.
     pub fn append_at(
         &self,
         record: AuditRecord,
         time: OffsetDateTime,
     ) -> Result<AuditEntry, AuditError> {
-        let mut state = self.lock();
-        if state.poisoned {
-            return Err(AuditError::Poisoned {
-                path: self.path.clone(),
-            });
-        }
-        let (entry, line) =
-            format::seal_entry(&self.key, state.entries, state.last_hash, time, record)?;
-        self.commit(&mut state, &entry, &line)?;
-        Ok(entry)
+        self.group
+            .submit((record, time), |state, batch| {
+                self.commit_batch(state, batch)
+            })
+            .unwrap_or_else(|| {
+                // A committing thread panicked: the fate of its batch is unknown.
+                Err(AuditError::Poisoned {
+                    path: self.path.clone(),
+                })
+            })
     }
 
-    fn commit(&self, state: &mut State, entry: &AuditEntry, line: &[u8]) -> Result<(), AuditError> {
+    /// How appends were grouped since `open`.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.group.state().stats
+    }
+
+    /// Seals the batch's records in queue order, then makes them durable and acknowledged
+    /// together. One result per record, in order; `state` moves only when the batch lands.
+    fn commit_batch(
+        &self,
+        state: &mut State,
+        batch: Vec<Pending>,
+    ) -> Vec<Result<AuditEntry, AuditError>> {
+        if state.poisoned {
+            return batch
+                .iter()
+                .map(|_| {
+                    Err(AuditError::Poisoned {
+                        path: self.path.clone(),
+                    })
+                })
+                .collect();
+        }
+        let mut lines = Vec::new();
+        let mut next = Head {
+            entries: state.entries,
+            last_hash: state.last_hash,
+        };
+        let mut results: Vec<_> = batch
+            .into_iter()
+            .map(|(record, time)| {
+                // A record that cannot be sealed fails alone and takes no `seq`.
+                let (entry, line) =
+                    format::seal_entry(&self.key, next.entries, next.last_hash, time, record)?;
+                lines.extend_from_slice(&line);
+                next = Head {
+                    entries: entry.seq + 1,
+                    last_hash: entry.hash,
+                };
+                Ok(entry)
+            })
+            .collect();
+        let sealed = next.entries - state.entries;
+        if sealed == 0 {
+            return results;
+        }
+        if let Err(error) = self.write_batch(state, &lines, next) {
+            for result in results.iter_mut().filter(|r| r.is_ok()) {
+                *result = Err(error.duplicate());
+            }
+            return results;
+        }
+        state.entries = next.entries;
+        state.last_hash = next.last_hash;
+        state.len += lines.len() as u64;
+        state.stats.entries += sealed;
+        state.stats.batches += 1;
+        results
+    }
+
+    /// Makes `lines` durable and publishes `next`, the head that covers them:
+    ///
+    /// 1. the intent: `next` into the head's temp file, synced;
+    /// 2. the lines: one `write_all`, one `sync_data`;
+    /// 3. the head: rename of the temp file over the head file, then one sync of the
+    ///    directory (which also makes the name of the next batch's temp file durable).
+    ///
+    /// The same three syncs as a lone append always paid. Step 1 comes first so that
+    /// whenever lines are on disk beyond the head, the head they were meant to reach is too:
+    /// that is what lets `open` keep a whole synced batch after a crash.
+    fn write_batch(&self, state: &mut State, lines: &[u8], next: Head) -> Result<(), AuditError> {
         if let Err(e) = self.check_identity() {
             state.poisoned = true;
             return Err(e);
         }
-        if let Err(source) = (&self.file).write_all(line) {
-            // Take back a partial line so the file stays as acknowledged.
+        // Nothing reached the log or the head yet: a failure here leaves both as they were.
+        self.write_intent(next)?;
+        if let Err(source) = (&self.file).write_all(lines) {
+            // Take back a partial batch so the file stays as acknowledged.
             let rollback = self
                 .file
                 .set_len(state.len)
@@ -298,19 +422,57 @@ impl AuditLog {
             state.poisoned = true;
             return Err(AuditError::io(&self.path)(source));
         }
-        let head = Head {
-            entries: entry.seq + 1,
-            last_hash: entry.hash,
-        };
-        if let Err(e) = write_head(&self.head_path, &self.key, head) {
-            // The entry is durable but unacknowledged; reopening moves the head past it.
+        if let Err(e) = self.publish_intent() {
+            // The entries are durable but unacknowledged; reopening moves the head past them.
             state.poisoned = true;
             return Err(e);
         }
-        state.entries = head.entries;
-        state.last_hash = head.last_hash;
-        state.len += line.len() as u64;
         Ok(())
+    }
+
+    /// Writes `next` into the head's temp file and syncs it. The file's name is normally
+    /// durable already (`publish_intent` created it before its directory sync); when it had
+    /// to be created here, the directory is synced too.
+    fn write_intent(&self, next: Head) -> Result<(), AuditError> {
+        let path = &self.intent_path;
+        let write = || -> io::Result<()> {
+            let mut created = false;
+            let mut file = match OpenOptions::new().write(true).truncate(true).open(path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    created = true;
+                    OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(path)?
+                }
+                Err(e) => return Err(e),
+            };
+            file.write_all(&next.encode(&self.key))?;
+            file.sync_all()?;
+            if created {
+                File::open(&self.dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        write().map_err(|source| write_error(path, source))
+    }
+
+    /// Replaces the head file with the head's temp file, creates the (empty) temp file of
+    /// the next batch, and syncs the directory.
+    fn publish_intent(&self) -> Result<(), AuditError> {
+        fs::rename(&self.intent_path, &self.head_path)
+            .map_err(|source| write_error(&self.head_path, source))?;
+        // Best effort: if this fails, the next batch creates the file and syncs the directory.
+        let _ = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&self.intent_path);
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|source| write_error(&self.dir, source))
     }
 
     fn check_identity(&self) -> Result<(), AuditError> {
@@ -331,7 +493,7 @@ impl AuditLog {
     /// so an entry edited after `open` is reported as `Tampered`, never returned.
     pub fn entries(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, AuditError> {
         let (len, expected) = {
-            let state = self.lock();
+            let state = self.group.state();
             let head = Head {
                 entries: state.entries,
                 last_hash: state.last_hash,
@@ -366,15 +528,6 @@ impl AuditLog {
             }
         }
     }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poison| {
-            // A thread panicked mid-append: fail closed.
-            let mut state = poison.into_inner();
-            state.poisoned = true;
-            state
-        })
-    }
 }
 
 /// Verifies the whole log at `path` against its head file, without changing either: every
@@ -400,15 +553,31 @@ pub fn verify(path: &Path, root: &RootKey) -> Result<VerifyReport, AuditError> {
         }
         Err(source) => return Err(AuditError::io(path)(source)),
     };
+    // `seq` and `prevHash` of the newest entries: where a batch past the head begins.
+    let mut newest = VecDeque::with_capacity(MAX_BATCH);
     let tail = ChainWalker::new(&key)
-        .walk(BufReader::new(file), |_| {})
+        .walk(BufReader::new(file), |entry| {
+            if newest.len() == MAX_BATCH {
+                newest.pop_front();
+            }
+            newest.push_back((entry.seq, entry.prev_hash));
+        })
         .map_err(|e| walk_error(path, e))?;
     let head = read_head(&head_path, &key)
         .map_err(|e| e.at(path))?
         .ok_or_else(|| Fault::tampered(Location::HeadFile, TamperReason::HeadMissing))
         .map_err(|fault| fault.at_path(path))?;
-    let unacknowledged_seq = chain::reconcile(&head, &tail)
-        .map_err(|reason| Fault::tampered(Location::HeadFile, reason).at_path(path))?;
+    let unacknowledged_seq = match chain::reconcile(&head, &tail) {
+        Ok(seq) => seq,
+        // The walk checked the chain; what is left is where the batch joins the head.
+        Err(TamperReason::HeadBehind { .. })
+            if chain::batch_residue(&head, &tail, read_intent(path, &key).as_ref())
+                && newest.contains(&(head.entries, head.last_hash)) =>
+        {
+            Some(head.entries)
+        }
+        Err(reason) => return Err(Fault::tampered(Location::HeadFile, reason).at_path(path)),
+    };
     Ok(VerifyReport {
         entries: tail.entries,
         last_hash: tail.last_hash,
@@ -424,6 +593,95 @@ pub fn head_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".head");
     path.with_file_name(name)
+}
+
+/// `<log>.head.tmp`, the head's temp file: empty between batches; while a batch is being
+/// written, the head that will cover it.
+fn intent_path(path: &Path) -> PathBuf {
+    let mut name = head_path(path).into_os_string();
+    name.push(".tmp");
+    PathBuf::from(name)
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+fn write_error(path: &Path, source: io::Error) -> AuditError {
+    AuditError::Write(CryptoError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The head a batch in flight meant to publish, read from the head's temp file of the log
+/// at `path`. `None` when there is no such file, it is empty (no batch was in flight) or it is
+/// not an authentic head: an intent that cannot be read vouches for nothing.
+fn read_intent(path: &Path, key: &AuditKey) -> Option<Head> {
+    let bytes = fs::read(intent_path(path)).ok()?;
+    Head::decode(key, &bytes).ok()
+}
+
+/// Whether the entries past `head` (more than one) are the crash residue of one batch: the
+/// head's temp file vouches for them (`chain::batch_residue`), and read back from the end of
+/// the log they are authentic and chain from the head's last hash.
+fn batch_residue_links(
+    file: &File,
+    key: &AuditKey,
+    head: &Head,
+    tail: &Tail,
+    log_path: &Path,
+    header_len: u64,
+    complete_len: u64,
+) -> io::Result<bool> {
+    if !chain::batch_residue(head, tail, read_intent(log_path, key).as_ref()) {
+        return Ok(false);
+    }
+    let count = usize::try_from(tail.entries - head.entries).unwrap_or(usize::MAX);
+    let lines = last_lines(file, header_len, complete_len, count, SCAN_CHUNK)?;
+    if lines.len() != count {
+        return Ok(false);
+    }
+    let mut expected = *head;
+    for line in &lines {
+        let Ok(entry) = format::open_entry(key, line, Location::LastLine) else {
+            return Ok(false);
+        };
+        if entry.seq != expected.entries || entry.prev_hash != expected.last_hash {
+            return Ok(false);
+        }
+        expected = Head {
+            entries: entry.seq + 1,
+            last_hash: entry.hash,
+        };
+    }
+    Ok(true)
+}
+
+/// The last `n` complete entry lines (fewer if the log has fewer) of a log whose complete
+/// lines end at `end`, oldest first, without their newlines.
+fn last_lines(
+    file: &File,
+    header_len: u64,
+    end: u64,
+    n: usize,
+    chunk: usize,
+) -> io::Result<Vec<Vec<u8>>> {
+    let header_newline = header_len - 1;
+    let mut newline = end - 1;
+    let mut lines = Vec::new();
+    while lines.len() < n && newline > header_newline {
+        let before = rfind_newline(file, header_newline, newline, chunk)?.unwrap_or(header_newline);
+        let mut line = vec![0u8; (newline - before - 1) as usize];
+        file.read_exact_at(&mut line, before + 1)?;
+        lines.push(line);
+        newline = before;
+    }
+    lines.reverse();
+    Ok(lines)
 }
 
 /// A read failure or a fault, before the log path is attached.
@@ -620,11 +878,123 @@ mod tests {
         assert!(!filter(None, Some("disk-key")).matches(&no_key));
     }
 
+    fn new_log() -> (tempfile::TempDir, RootKey, PathBuf, AuditLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let key_path = dir.path().join("root.key");
+        fs::write(&key_path, [7u8; 32]).unwrap();
+        let root = RootKey::load_or_create(&key_path).unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path, &root).unwrap();
+        (dir, root, path, log)
+    }
+
+    fn record(operation: &str) -> Pending {
+        let record = AuditRecord {
+            caller_object_id: "caller".into(),
+            vault: "v".into(),
+            key: None,
+            version: None,
+            operation: operation.into(),
+            result: "Success".into(),
+            detail: None,
+        };
+        (record, OffsetDateTime::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn a_batch_is_sealed_in_order_and_a_record_that_cannot_be_sealed_fails_alone() {
+        let (_dir, root, path, log) = new_log();
+        let mut state = log.group.state();
+        // RFC 3339 has no negative years.
+        let unwritable = OffsetDateTime::from_unix_timestamp(-100_000_000_000).unwrap();
+        let bad = (record("B").0, unwritable);
+        let results = log.commit_batch(&mut state, vec![record("A"), bad, record("C")]);
+        let [Ok(a), Err(AuditError::Time(_)), Ok(c)] = &results[..] else {
+            panic!("{results:?}");
+        };
+        assert_eq!((a.seq, c.seq), (0, 1));
+        assert_eq!(c.prev_hash, a.hash);
+        assert_eq!((state.entries, state.last_hash), (2, c.hash));
+        let stats = CommitStats {
+            entries: 2,
+            batches: 1,
+        };
+        assert_eq!(state.stats, stats);
+        // The head file covers the batch; the temp file waits, empty, for the next one.
+        assert_eq!(fs::read(intent_path(&path)).unwrap(), b"");
+        drop(log);
+        let report = verify(&path, &root).unwrap();
+        assert_eq!((report.entries, report.last_hash), (2, c.hash));
+        assert!(report.pending.is_empty());
+    }
+
+    #[test]
+    fn a_failed_batch_fails_every_record_in_it_with_the_same_error() {
+        let (_dir, _root, path, log) = new_log();
+        log.append(record("Before").0).unwrap();
+        let mut state = log.group.state();
+        fs::rename(&path, path.with_extension("moved")).unwrap();
+        let results = log.commit_batch(&mut state, vec![record("A"), record("B"), record("C")]);
+        assert_eq!(results.len(), 3);
+        for result in &results {
+            assert!(
+                matches!(result, Err(AuditError::Replaced { .. })),
+                "{result:?}"
+            );
+        }
+        assert!(state.poisoned);
+        assert_eq!(state.entries, 1);
+        let results = log.commit_batch(&mut state, vec![record("D"), record("E")]);
+        for result in &results {
+            assert!(
+                matches!(result, Err(AuditError::Poisoned { .. })),
+                "{result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn duplicated_io_errors_keep_variant_kind_and_message() {
+        let original = write_error(
+            Path::new("/x/audit.jsonl.head"),
+            io::Error::new(io::ErrorKind::PermissionDenied, "no"),
+        );
+        let copy = original.duplicate();
+        assert_eq!(copy.to_string(), original.to_string());
+        let AuditError::Write(CryptoError::Io { source, .. }) = copy else {
+            panic!("{copy:?}");
+        };
+        assert_eq!(source.kind(), io::ErrorKind::PermissionDenied);
+    }
+
+    #[test]
+    fn last_lines_reads_back_across_chunks() {
+        let bytes = b"HDR\none\ntwo\nthree\ntorn";
+        let (_dir, file) = file_with(bytes);
+        let end = bytes.len() as u64 - 4;
+        for chunk in [1, 2, 5, 64] {
+            let two = last_lines(&file, 4, end, 2, chunk).unwrap();
+            assert_eq!(
+                two,
+                vec![b"two".to_vec(), b"three".to_vec()],
+                "chunk {chunk}"
+            );
+            let all = last_lines(&file, 4, end, 10, chunk).unwrap();
+            assert_eq!(all.len(), 3, "chunk {chunk}");
+            assert!(last_lines(&file, 4, 4, 2, chunk).unwrap().is_empty());
+        }
+    }
+
     #[test]
     fn head_path_appends_to_the_file_name() {
         assert_eq!(
             head_path(Path::new("/data/audit.jsonl")),
             Path::new("/data/audit.jsonl.head")
         );
+        assert_eq!(
+            intent_path(Path::new("/data/audit.jsonl")),
+            Path::new("/data/audit.jsonl.head.tmp")
+        );
+        assert_eq!(parent_dir(Path::new("audit.jsonl")), Path::new("."));
     }
 }

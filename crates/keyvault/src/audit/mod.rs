@@ -10,7 +10,13 @@
 //!
 //! - the log, e.g. `audit.jsonl`: JSON Lines, append-only;
 //! - the head file `<log>.head`, e.g. `audit.jsonl.head`: one line, replaced atomically
-//!   (`crypto::files::write_atomic`) after every append.
+//!   (temp file, fsync, rename, fsync of the directory) after every batch of appends.
+//!
+//! The head file's temp file `<log>.head.tmp` (mode 0600) is the third name in the
+//! directory. Between batches it is empty; while a batch is being written it holds the head
+//! line that will cover the batch, in the head file's format, until it is renamed over the
+//! head file. Only crash recovery reads it (see below), and an empty, missing or
+//! unauthentic one vouches for nothing.
 //!
 //! All text is UTF-8 JSON with no whitespace outside strings. Every line, including the last,
 //! ends in one `\n` (0x0A). Object members appear exactly in the order shown. Integers are
@@ -86,27 +92,46 @@
 //!
 //! Some things are not detected. If both files are deleted, `open` starts a new log and
 //! reports it through `AuditLog::created`; a caller that knows a log existed must check that.
-//! Someone who saved an older log file together with its head file can roll both back. And
+//! Someone who saved an older log file together with its head file can roll both back. A
+//! head file set back by a single entry, or by up to `MAX_BATCH` entries when a newer
+//! authentic head is put in its temp file, looks like crash residue rather than
+//! `HeadBehind`; no entry is lost that way, and `open` records the repair as an entry. And
 //! no check holds against anyone who holds the root key.
 //!
 //! # Durability and crash recovery
 //!
-//! An append writes the whole line with one `write_all` on an `O_APPEND` descriptor, then
-//! calls `sync_data`, then replaces the head file (temp file, fsync, rename, fsync of the
-//! directory). Only after all three does it return `Ok`. An entry is *acknowledged* exactly
-//! when the head file covers it. A crash can leave two kinds of residue beyond the
-//! acknowledged entries, and `open` repairs both:
+//! Appends are committed in batches (group commit). Appends that arrive while a batch is
+//! being written queue up; when it is done, one of their callers writes all of them as the
+//! next batch (at most `MAX_BATCH` = 256 entries) and wakes the others, each with its own
+//! entry. A lone append is a batch of one and waits for nothing. A batch:
+//!
+//! 1. writes the head that will cover it into the temp file `<log>.head.tmp` and fsyncs it;
+//! 2. writes all its lines with one `write_all` on an `O_APPEND` descriptor and calls
+//!    `sync_data`;
+//! 3. renames the temp file over the head file, creates the next batch's (empty) temp file
+//!    and fsyncs the directory, which makes both names durable.
+//!
+//! Only after all three do its appends return `Ok`: three syncs per batch, however many
+//! entries it holds. An entry is *acknowledged* exactly when the head file covers it. A crash
+//! can leave two kinds of residue beyond the acknowledged entries, and `open` repairs both:
 //!
 //! - **A torn final line**: bytes with no final `\n`, left by an interrupted `write_all`.
 //!   The append never returned, so nothing was acknowledged. `open` truncates the file to
 //!   its last `\n`. This is allowed only when the complete lines agree with the head file.
 //!   If an attacker strips the newline of an acknowledged entry, the complete lines fall
 //!   short of the head file, and that is reported as `Truncated`. It is not repaired.
-//! - **One unacknowledged entry**: a complete, authentic line whose `prevHash` is the head
-//!   file's `lastHash` and whose `seq` is the head file's `entries`. It was synced, but the
-//!   process stopped before the head file was replaced. It cannot be forged without the key,
-//!   so `open` keeps it as a record of an operation that was attempted but whose result was
-//!   never returned, and moves the head file forward.
+//! - **Unacknowledged entries**: complete, authentic lines past the head file, the first
+//!   with the head file's `entries` as `seq` and its `lastHash` as `prevHash`. They were
+//!   synced, but the process stopped before the head file was replaced. They cannot be
+//!   forged without the key, so `open` keeps them as records of operations that were
+//!   attempted but whose results were never returned, and moves the head file forward.
+//!   One such entry is always accepted (a batch of one, or a log written before group
+//!   commit). More than one is accepted only as one batch: the temp file must hold an
+//!   authentic head that the batch was to publish, with at least as many entries as the log
+//!   now holds (its `lastHash` equal to the log's last `hash` if as many), at most
+//!   `MAX_BATCH` past the head file. Step 1 before step 2 guarantees that such a temp file
+//!   is durable whenever a batch's lines are. Without it, entries past the head file are
+//!   `HeadBehind`.
 //!
 //! Every repair is recorded as an entry of its own: `operation` = `RECOVERY_OPERATION`,
 //! `callerObjectId` = `SYSTEM_CALLER`, an empty `vault`, and the repair in `detail`. It is
@@ -119,18 +144,22 @@
 //! returns `AuditError::Poisoned` until the log is reopened, and reopening runs the recovery
 //! above.
 //!
-//! A log has a single writer: one `AuditLog` per file, in one process. Appends inside the
-//! process are serialized by a mutex. Reads use positional I/O on the acknowledged prefix
-//! and take the lock only to read the length.
+//! A failed batch fails every append in it, each with the same error.
+//!
+//! A log has a single writer: one `AuditLog` per file, in one process. Inside the process
+//! one batch is written at a time; the queue is a `Mutex` and a `Condvar`, never held
+//! during I/O. Reads use positional I/O on the acknowledged prefix and take the lock only
+//! to read the length.
 
 mod chain;
 mod error;
 mod format;
+mod group;
 mod log;
 
 pub use error::{AuditError, ChainBreak, Location, TamperReason};
 pub use format::{AuditEntry, AuditRecord, ChainHash};
 pub use log::{
-    AuditFilter, AuditLog, RECOVERY_OPERATION, Recovery, SYSTEM_CALLER, VerifyReport, head_path,
-    verify,
+    AuditFilter, AuditLog, CommitStats, RECOVERY_OPERATION, Recovery, SYSTEM_CALLER, VerifyReport,
+    head_path, verify,
 };
