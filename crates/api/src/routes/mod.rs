@@ -10,6 +10,8 @@ mod vault;
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::sync::Semaphore;
+
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
@@ -24,7 +26,22 @@ use crate::error::{ApiError, ApiResult};
 const MAX_BODY: usize = 4 << 20;
 
 pub fn router(state: Arc<AppState>) -> axum::Router {
-    axum::Router::new().fallback(dispatch).with_state(state)
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let shared = Shared {
+        app: state,
+        handlers: Arc::new(Semaphore::new(HANDLERS_PER_CORE * cores)),
+    };
+    axum::Router::new().fallback(dispatch).with_state(shared)
+}
+
+/// How many synchronous handlers may run at once per core: enough to keep the cores busy while
+/// some wait for an fsync, few enough that CPU-bound work (RSA) does not thrash between threads.
+const HANDLERS_PER_CORE: usize = 8;
+
+#[derive(Clone)]
+struct Shared {
+    app: Arc<AppState>,
+    handlers: Arc<Semaphore>,
 }
 
 /// One request, decoded once.
@@ -79,7 +96,8 @@ fn decode(s: &str) -> String {
         .into_owned()
 }
 
-async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) -> Response {
+async fn dispatch(State(shared): State<Shared>, request: Request<Body>) -> Response {
+    let state = shared.app;
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let host = parts
@@ -117,6 +135,8 @@ async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) ->
             // Handlers are synchronous (metadata store, RSA, fsync of the audit log): they run
             // on the blocking pool so that they never stall the async workers.
             let (state, host, path) = (state.clone(), host.clone(), path.clone());
+            // Closed never: the semaphore lives as long as the router.
+            let _permit = shared.handlers.acquire_owned().await;
             let handled =
                 tokio::task::spawn_blocking(move || match state.endpoints.vault_name(&host) {
                     Some(vault) => vault::handle(&state, &req, &path, vault),
