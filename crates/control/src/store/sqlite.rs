@@ -139,6 +139,10 @@ fn parse_uuid(s: &str) -> Result<Uuid, StoreError> {
     Uuid::parse_str(s).map_err(|_| StoreError::Corrupt(format!("bad uuid {s:?}")))
 }
 
+fn first<T>(rows: Vec<T>) -> Result<Option<T>, StoreError> {
+    Ok(rows.into_iter().next())
+}
+
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
@@ -256,11 +260,7 @@ impl Store for SqliteStore {
 
     fn application(&self, object_id: ObjectId) -> Result<Option<ApplicationRecord>, StoreError> {
         let sql = format!("SELECT {APP_COLUMNS} FROM applications WHERE object_id = ?1");
-        let raw = self
-            .conn()
-            .query_row(&sql, [object_id.to_string()], raw_app)
-            .optional()?;
-        raw.map(app).transpose()
+        first(self.query(&sql, [object_id.to_string()], raw_app, app)?)
     }
 
     fn application_by_app_id(
@@ -268,21 +268,12 @@ impl Store for SqliteStore {
         app_id: AppId,
     ) -> Result<Option<ApplicationRecord>, StoreError> {
         let sql = format!("SELECT {APP_COLUMNS} FROM applications WHERE app_id = ?1");
-        let raw = self
-            .conn()
-            .query_row(&sql, [app_id.to_string()], raw_app)
-            .optional()?;
-        raw.map(app).transpose()
+        first(self.query(&sql, [app_id.to_string()], raw_app, app)?)
     }
 
     fn applications(&self) -> Result<Vec<ApplicationRecord>, StoreError> {
         let sql = format!("SELECT {APP_COLUMNS} FROM applications ORDER BY created, object_id");
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&sql)?;
-        let raws = stmt
-            .query_map([], raw_app)?
-            .collect::<Result<Vec<_>, _>>()?;
-        raws.into_iter().map(app).collect()
+        self.query(&sql, [], raw_app, app)
     }
 
     fn delete_application(&self, object_id: ObjectId) -> Result<bool, StoreError> {
@@ -313,30 +304,17 @@ impl Store for SqliteStore {
 
     fn principal(&self, object_id: ObjectId) -> Result<Option<PrincipalRecord>, StoreError> {
         let sql = format!("SELECT {PRINCIPAL_COLUMNS} FROM principals WHERE object_id = ?1");
-        let raw = self
-            .conn()
-            .query_row(&sql, [object_id.to_string()], raw_principal)
-            .optional()?;
-        raw.map(principal).transpose()
+        first(self.query(&sql, [object_id.to_string()], raw_principal, principal)?)
     }
 
     fn principal_by_app_id(&self, app_id: AppId) -> Result<Option<PrincipalRecord>, StoreError> {
         let sql = format!("SELECT {PRINCIPAL_COLUMNS} FROM principals WHERE app_id = ?1");
-        let raw = self
-            .conn()
-            .query_row(&sql, [app_id.to_string()], raw_principal)
-            .optional()?;
-        raw.map(principal).transpose()
+        first(self.query(&sql, [app_id.to_string()], raw_principal, principal)?)
     }
 
     fn principals(&self) -> Result<Vec<PrincipalRecord>, StoreError> {
         let sql = format!("SELECT {PRINCIPAL_COLUMNS} FROM principals ORDER BY created, object_id");
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&sql)?;
-        let raws = stmt
-            .query_map([], raw_principal)?
-            .collect::<Result<Vec<_>, _>>()?;
-        raws.into_iter().map(principal).collect()
+        self.query(&sql, [], raw_principal, principal)
     }
 
     fn delete_principal(&self, object_id: ObjectId) -> Result<bool, StoreError> {
@@ -687,25 +665,35 @@ fn lower(s: &str) -> String {
 impl SqliteStore {
     fn keys_where(&self, clause: &str, args: &[&str]) -> Result<Vec<KeyVersionRecord>, StoreError> {
         let sql = format!("SELECT {KEY_COLUMNS} FROM key_versions WHERE {clause}");
+        self.query(
+            &sql,
+            rusqlite::params_from_iter(args.iter()),
+            key_record,
+            key,
+        )
+    }
+
+    /// Runs `sql` and converts every row: `read` takes the columns out of the row, `convert`
+    /// checks and types them.
+    fn query<R, T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        read: fn(&Row<'_>) -> rusqlite::Result<R>,
+        convert: fn(R) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&sql)?;
+        let mut stmt = conn.prepare_cached(sql)?;
         let raws = stmt
-            .query_map(rusqlite::params_from_iter(args.iter()), key_record)?
+            .query_map(params, read)?
             .collect::<Result<Vec<_>, _>>()?;
-        raws.into_iter().map(key).collect()
+        raws.into_iter().map(convert).collect()
     }
 
     fn json_rows(&self, sql: &str, args: &[&str]) -> Result<Vec<serde_json::Value>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(sql)?;
-        let raws = stmt
-            .query_map(rusqlite::params_from_iter(args.iter()), |r| {
-                r.get::<_, String>(0)
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        raws.iter()
-            .map(|b| serde_json::from_str(b).map_err(corrupt))
-            .collect()
+        let read = |r: &Row<'_>| r.get::<_, String>(0);
+        let parse = |b: String| serde_json::from_str(&b).map_err(corrupt);
+        self.query(sql, rusqlite::params_from_iter(args.iter()), read, parse)
     }
 }
 
