@@ -318,8 +318,7 @@ impl ControlPlane {
         let id = self.vault_id(group, name);
         let existing = self.store.resource(&id)?.map(|r| r.body);
         if existing.is_none() {
-            if let Some(other) = self.vault_by_name(name)? {
-                let _ = other;
+            if self.vault_by_name(name)?.is_some() {
                 return Err(ControlError::VaultAlreadyExists(name.to_string()));
             }
             if let Some(deleted) = self.deleted_vault_by_name(name)? {

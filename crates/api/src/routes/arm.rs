@@ -89,7 +89,7 @@ pub fn route(state: &AppState, req: &Req) -> ApiResult<Response> {
         }
         _ if req.is(2, "providers") => {
             if n >= 8 && req.is(4, "locations") && is_operation(req.seg(6)) {
-                return operation(state, req, &caller, req.seg(7));
+                return operation(state, req, req.seg(7));
             }
             if n >= 5 && req.is(3, "Microsoft.KeyVault") {
                 return keyvault_arm::route_subscription(
@@ -407,7 +407,7 @@ fn operation_result(op: Value, resource: Option<Value>) -> ApiResult<Response> {
 
 /// `GET /subscriptions/{s}/providers/{ns}/locations/{l}/{operations|...}/{id}`: the status
 /// document, or with `monitor=true` the operation's result (the resource it produced).
-fn operation(state: &AppState, req: &Req, _caller: &Caller, id: &str) -> ApiResult<Response> {
+fn operation(state: &AppState, req: &Req, id: &str) -> ApiResult<Response> {
     expect_get(&req.method)?;
     let op = state
         .control

@@ -238,7 +238,7 @@ pub fn handle(state: &AppState, req: &Req, path: &str, vault: &str) -> Response 
     };
     let (permission, op_name) = op.permission_and_name();
     let result = authorize(state, &vault, &caller, permission, &op)
-        .and_then(|()| execute(state, req, &vault, &caller, &op));
+        .and_then(|()| execute(state, req, &vault, &op));
     let result_code = match &result {
         Ok(_) => "Success".to_string(),
         Err(e) => e.status_and_code().1.to_string(),
@@ -348,13 +348,7 @@ fn b64(value: &str) -> ApiResult<Vec<u8>> {
 }
 
 /// A page of `values` per `maxresults` / `$skiptoken`, with a `nextLink` when more remain.
-fn page(
-    state: &AppState,
-    req: &Req,
-    vault: &VaultRef,
-    path: &str,
-    values: Vec<Value>,
-) -> ApiResult<Value> {
+fn page(req: &Req, vault: &VaultRef, path: &str, values: Vec<Value>) -> ApiResult<Value> {
     let max = match req.query("maxresults") {
         Some(m) => m
             .parse::<usize>()
@@ -381,28 +375,20 @@ fn page(
             skip + max
         )
     });
-    let _ = state;
     Ok(json!({"value": items, "nextLink": next}))
 }
 
-fn execute(
-    state: &AppState,
-    req: &Req,
-    vault: &VaultRef,
-    _caller: &Caller,
-    op: &Op,
-) -> ApiResult<Option<Value>> {
+fn execute(state: &AppState, req: &Req, vault: &VaultRef, op: &Op) -> ApiResult<Option<Value>> {
     let c = &state.control;
     Ok(Some(match op {
-        Op::List => page(state, req, vault, "/keys", c.list_keys(vault)?)?,
+        Op::List => page(req, vault, "/keys", c.list_keys(vault)?)?,
         Op::Versions(k) => page(
-            state,
             req,
             vault,
             &format!("/keys/{k}/versions"),
             c.key_versions(vault, k)?,
         )?,
-        Op::ListDeleted => page(state, req, vault, "/deletedkeys", c.deleted_keys(vault)?)?,
+        Op::ListDeleted => page(req, vault, "/deletedkeys", c.deleted_keys(vault)?)?,
         Op::Create(k) => c.create_key(vault, k, req.json::<CreateKeyInput>()?)?,
         Op::Import(k) => c.import_key(vault, k, req.json::<ImportKeyInput>()?)?,
         Op::Get(k, v) => c.get_key(vault, k, v.as_deref())?,

@@ -541,13 +541,7 @@ impl Store for SqliteStore {
         name: &str,
         body: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        let body = serde_json::to_string(body).map_err(corrupt)?;
-        self.conn().execute(
-            "INSERT INTO deleted_keys(vault, name, body) VALUES (?1, ?2, ?3)
-             ON CONFLICT(vault, name) DO UPDATE SET body = excluded.body",
-            params![lower(vault), lower(name), body],
-        )?;
-        Ok(())
+        self.put_key_document("deleted_keys", vault, name, body)
     }
 
     fn deleted_key(
@@ -555,11 +549,7 @@ impl Store for SqliteStore {
         vault: &str,
         name: &str,
     ) -> Result<Option<serde_json::Value>, StoreError> {
-        let rows = self.json_rows(
-            "SELECT body FROM deleted_keys WHERE vault = ?1 AND name = ?2",
-            &[&lower(vault), &lower(name)],
-        )?;
-        Ok(rows.into_iter().next())
+        self.key_document("deleted_keys", vault, name)
     }
 
     fn deleted_keys(&self, vault: &str) -> Result<Vec<serde_json::Value>, StoreError> {
@@ -596,13 +586,7 @@ impl Store for SqliteStore {
         name: &str,
         body: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        let body = serde_json::to_string(body).map_err(corrupt)?;
-        self.conn().execute(
-            "INSERT INTO key_rotation_policies(vault, name, body) VALUES (?1, ?2, ?3)
-             ON CONFLICT(vault, name) DO UPDATE SET body = excluded.body",
-            params![lower(vault), lower(name), body],
-        )?;
-        Ok(())
+        self.put_key_document("key_rotation_policies", vault, name, body)
     }
 
     fn rotation_policy(
@@ -610,11 +594,7 @@ impl Store for SqliteStore {
         vault: &str,
         name: &str,
     ) -> Result<Option<serde_json::Value>, StoreError> {
-        let rows = self.json_rows(
-            "SELECT body FROM key_rotation_policies WHERE vault = ?1 AND name = ?2",
-            &[&lower(vault), &lower(name)],
-        )?;
-        Ok(rows.into_iter().next())
+        self.key_document("key_rotation_policies", vault, name)
     }
 
     fn rotation_policies(&self) -> Result<Vec<(String, String, serde_json::Value)>, StoreError> {
@@ -671,6 +651,36 @@ impl SqliteStore {
             key_record,
             key,
         )
+    }
+
+    /// Upserts the JSON document of key `name` in `table` (a `(vault, name, body)` table).
+    fn put_key_document(
+        &self,
+        table: &str,
+        vault: &str,
+        name: &str,
+        body: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let body = serde_json::to_string(body).map_err(corrupt)?;
+        self.conn().execute(
+            &format!(
+                "INSERT INTO {table}(vault, name, body) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(vault, name) DO UPDATE SET body = excluded.body"
+            ),
+            params![lower(vault), lower(name), body],
+        )?;
+        Ok(())
+    }
+
+    /// The JSON document of key `name` in `table`.
+    fn key_document(
+        &self,
+        table: &str,
+        vault: &str,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let sql = format!("SELECT body FROM {table} WHERE vault = ?1 AND name = ?2");
+        first(self.json_rows(&sql, &[&lower(vault), &lower(name)])?)
     }
 
     /// Runs `sql` and converts every row: `read` takes the columns out of the row, `convert`
