@@ -141,6 +141,16 @@ pub fn control_status_and_code(e: &ControlError) -> (StatusCode, &'static str) {
         C::Seal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError"),
         C::Store(StoreError::Duplicate(_)) => (StatusCode::CONFLICT, "Conflict"),
         C::Store(_) | C::Crypto(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError"),
+        C::OperationNotAllowed(_) => (StatusCode::CONFLICT, "OperationNotAllowed"),
+        C::DiskEncryptionSetKeyUnusable { .. } => {
+            (StatusCode::BAD_REQUEST, "KeyVaultAccessForbidden")
+        }
+        C::AuditUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
+        C::DataPlaneUnavailable => (StatusCode::CONFLICT, "OperationNotAllowed"),
+        C::VolumeKeyUnavailable { .. } => (StatusCode::CONFLICT, "KeyVaultAccessForbidden"),
+        C::Volume(_) | C::VolumeFile(_) | C::VolumeCipher(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError")
+        }
     }
 }
 

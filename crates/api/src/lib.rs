@@ -25,7 +25,7 @@ pub struct AppState {
     pub tokens: TokenIssuer,
     pub endpoints: Endpoints,
     /// The Key Vault audit log; a request whose entry cannot be appended is refused.
-    pub audit: keyvault::audit::AuditLog,
+    pub audit: std::sync::Arc<keyvault::audit::AuditLog>,
 }
 
 /// The request handler as a cloneable axum router.

@@ -6,9 +6,10 @@
 //! [`UnitIndex`]. Each unit is one XTS data unit, encrypted in place (ciphertext length =
 //! plaintext length) under a 512-bit [`XtsKey`] (key 1 encrypts the data, key 2 the tweak).
 //! The tweak of unit `n` is `n` as a 16-byte little-endian integer: dm-crypt's `plain64` IV
-//! (and IEEE 1619's "data unit sequence number"), so `cryptsetup --cipher aes-xts-plain64
-//! --sector-size 4096` reads the same ciphertext. Unit `n` covers bytes `4096 * n ..
-//! 4096 * (n + 1)` of the virtual disk.
+//! (and IEEE 1619's "data unit sequence number") with 4096-byte sectors counted in 4096-byte
+//! steps, i.e. `cryptsetup --cipher aes-xts-plain64 --sector-size 4096 --iv-large-sectors`
+//! (without `--iv-large-sectors`, dm-crypt counts the IV in 512-byte sectors). Unit `n`
+//! covers bytes `4096 * n .. 4096 * (n + 1)` of the virtual disk.
 //!
 //! The AES work is done by AWS-LC (`EVP_aes_256_xts`) behind the small safe wrapper in `ffi`.
 
@@ -234,6 +235,34 @@ impl SectorCipher {
         Self::run(&self.decrypt, &self.key, first, data)
     }
 
+    /// Encrypts consecutive units `first, first + 1, ...` of `plaintext` into `ciphertext`,
+    /// which must have the same length, a multiple of 4096. Saves the copy that
+    /// [`Self::encrypt_units`] needs when the plaintext must stay untouched.
+    pub fn encrypt_units_into(
+        &self,
+        first: UnitIndex,
+        plaintext: &[u8],
+        ciphertext: &mut [u8],
+    ) -> Result<(), XtsError> {
+        if plaintext.len() != ciphertext.len() {
+            return Err(XtsError::BufferLength {
+                len: ciphertext.len(),
+            });
+        }
+        let Some(last) = Self::last_unit(first, plaintext.len())? else {
+            return Ok(());
+        };
+        self.encrypt.with_ctx(&self.key, |ctx| {
+            let units = plaintext
+                .chunks_exact(DATA_UNIT_LEN)
+                .zip(ciphertext.chunks_exact_mut(DATA_UNIT_LEN));
+            for (unit, (input, output)) in (first.0..=last).zip(units) {
+                ctx.crypt_into(&UnitIndex(unit).tweak(), input, output)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Encrypts one XTS data unit of any length in 16 ..= 2^24 bytes under a raw 128-bit tweak.
     ///
     /// Only for known-answer tests (NIST CAVP vectors use arbitrary tweaks); the block store
@@ -267,26 +296,35 @@ impl SectorCipher {
         }
     }
 
+    /// The last unit of a run of `len` bytes from `first`: `None` for an empty run, an error
+    /// if `len` is not whole units or the run overflows the unit index.
+    fn last_unit(first: UnitIndex, len: usize) -> Result<Option<u64>, XtsError> {
+        if !len.is_multiple_of(DATA_UNIT_LEN) {
+            return Err(XtsError::BufferLength { len });
+        }
+        let units = len / DATA_UNIT_LEN;
+        if units == 0 {
+            return Ok(None);
+        }
+        u64::try_from(units - 1)
+            .ok()
+            .and_then(|span| first.0.checked_add(span))
+            .map(Some)
+            .ok_or(XtsError::UnitIndexOverflow {
+                first: first.0,
+                units,
+            })
+    }
+
     fn run(
         pool: &CtxPool,
         key: &XtsKey,
         first: UnitIndex,
         data: &mut [u8],
     ) -> Result<(), XtsError> {
-        if !data.len().is_multiple_of(DATA_UNIT_LEN) {
-            return Err(XtsError::BufferLength { len: data.len() });
-        }
-        let units = data.len() / DATA_UNIT_LEN;
-        if units == 0 {
+        let Some(last) = Self::last_unit(first, data.len())? else {
             return Ok(());
-        }
-        let last = u64::try_from(units - 1)
-            .ok()
-            .and_then(|span| first.0.checked_add(span))
-            .ok_or(XtsError::UnitIndexOverflow {
-                first: first.0,
-                units,
-            })?;
+        };
         pool.with_ctx(key, |ctx| {
             for (unit, chunk) in (first.0..=last).zip(data.chunks_exact_mut(DATA_UNIT_LEN)) {
                 ctx.crypt(&UnitIndex(unit).tweak(), chunk)?;
@@ -374,6 +412,26 @@ mod tests {
             .unwrap_or_else(PoisonError::into_inner)
             .len();
         assert!((1..=5).contains(&idle), "{idle}");
+    }
+
+    #[test]
+    fn encrypt_units_into_matches_in_place() {
+        let c = SectorCipher::new(key(4)).expect("cipher");
+        let plain: Vec<u8> = (0..3 * DATA_UNIT_LEN).map(|i| (i % 253) as u8).collect();
+        let mut in_place = plain.clone();
+        c.encrypt_units(UnitIndex(77), &mut in_place)
+            .expect("encrypt");
+        let mut out = vec![0u8; plain.len()];
+        c.encrypt_units_into(UnitIndex(77), &plain, &mut out)
+            .expect("encrypt into");
+        assert_eq!(out, in_place);
+        let mut short = vec![0u8; DATA_UNIT_LEN];
+        assert!(matches!(
+            c.encrypt_units_into(UnitIndex(0), &plain, &mut short),
+            Err(XtsError::BufferLength { .. })
+        ));
+        c.encrypt_units_into(UnitIndex(0), &[], &mut [])
+            .expect("empty run");
     }
 
     #[test]

@@ -162,6 +162,8 @@ pub struct ControlPlane {
     pub(crate) root: Arc<crypto::RootKey>,
     /// Private keys loaded for cryptographic operations.
     pub(crate) key_cache: Arc<crate::keys::KeyCache>,
+    /// Volumes, the NBD endpoint and live disk access grants; `None` until attached.
+    pub(crate) data: Option<Arc<crate::disks::DataPlane>>,
 }
 
 pub(crate) fn now() -> i64 {
@@ -207,6 +209,7 @@ impl ControlPlane {
                 clock: Clock::system(),
                 root,
                 key_cache: Arc::default(),
+                data: None,
             },
             _ => Self::initialize(store, root)?,
         };
@@ -229,6 +232,7 @@ impl ControlPlane {
             clock: Clock::system(),
             root,
             key_cache: Arc::default(),
+            data: None,
         };
         let (_, principal) =
             plane.create_application("sealdisk-bootstrap", Some(plane.bootstrap_app))?;

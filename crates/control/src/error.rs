@@ -134,6 +134,26 @@ pub enum ControlError {
     Seal(#[from] keyvault::seal::SealError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    OperationNotAllowed(String),
+    #[error(
+        "This deployment serves no disk data plane (no NBD listener): start `sealdisk serve` with --nbd-listen to create and export disks."
+    )]
+    DataPlaneUnavailable,
+    #[error(
+        "the keys of disk volume {volume} are not available: its wrap layer names key '{key_id}', which this deployment cannot unwrap"
+    )]
+    VolumeKeyUnavailable { volume: String, key_id: String },
+    #[error("The key of disk encryption set '{set}' cannot be used: {reason}.")]
+    DiskEncryptionSetKeyUnusable { set: String, reason: String },
+    #[error("the audit log refused an entry, so the operation was refused: {0}")]
+    AuditUnavailable(String),
+    #[error("disk volume storage failed: {0}")]
+    Volume(#[from] blockstore::StoreError),
+    #[error("disk volume file: {0}")]
+    VolumeFile(#[source] std::io::Error),
+    #[error("disk volume key: {0}")]
+    VolumeCipher(#[source] blockstore::xts::XtsError),
     #[error(transparent)]
     Crypto(#[from] crypto::CryptoError),
 }

@@ -6,6 +6,8 @@
 
 mod authz;
 mod deployment;
+pub mod disks;
+pub mod encryption_sets;
 mod error;
 pub mod identity;
 pub mod ids;
@@ -16,6 +18,7 @@ pub mod store;
 #[cfg(test)]
 mod testing;
 pub mod vaults;
+pub mod volumes;
 
 pub use authz::{RoleAssignment, RoleDefinition, RolePermission, builtin_roles, permits};
 pub use deployment::{Bootstrap, Clock, ControlPlane, LOCATIONS, Location};

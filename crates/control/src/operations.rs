@@ -33,10 +33,25 @@ impl ControlPlane {
 
     /// Marks an operation finished.
     pub fn finish_operation(&self, id: &str, outcome: Outcome) -> Result<(), ControlError> {
+        self.finish_operation_with_output(id, outcome, None)
+    }
+
+    /// Marks an operation finished with an output (`properties.output`, as Azure's disk
+    /// operations carry e.g. `accessSAS`): its result URL then answers with the output rather
+    /// than the resource.
+    pub fn finish_operation_with_output(
+        &self,
+        id: &str,
+        outcome: Outcome,
+        output: Option<Value>,
+    ) -> Result<(), ControlError> {
         let Some(mut op) = self.store.operation(id)? else {
             return Ok(());
         };
         op.body["endTime"] = json!(rfc3339(now()));
+        if let Some(output) = output {
+            op.body["properties"] = json!({"output": output});
+        }
         match outcome {
             Outcome::Succeeded => op.body["status"] = json!("Succeeded"),
             Outcome::Failed { code, message } => {

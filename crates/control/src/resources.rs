@@ -208,6 +208,13 @@ impl ControlPlane {
         name: &str,
     ) -> Result<(), ControlError> {
         let record = self.resource_group_record(subscription, name)?;
+        let disks = self.store.resources(&ResourceQuery {
+            resource_type: Some(crate::disks::DISK_TYPE),
+            scope: Some(&record.id),
+        })?;
+        for disk in &disks {
+            self.destroy_disk(disk)?;
+        }
         self.store.delete_resources_under(&record.id)?;
         Ok(())
     }

@@ -36,6 +36,16 @@ impl Fixture {
         Self { plane, sub, time }
     }
 
+    /// A fixture whose control plane has in-memory volumes and an NBD endpoint.
+    pub fn with_data_plane() -> Self {
+        let mut f = Self::new();
+        let volumes = crate::volumes::Volumes::in_memory(f.plane.root.clone());
+        let data =
+            crate::disks::DataPlane::new(volumes, Some("nbds://localhost:10809".into()), None);
+        f.plane = f.plane.with_data_plane(data).unwrap();
+        f
+    }
+
     /// Moves the clock forward by `secs`.
     pub fn advance(&self, secs: i64) {
         self.time.fetch_add(secs, Ordering::SeqCst);

@@ -1,6 +1,7 @@
 //! `sealdisk`: the server (`sealdisk serve`) and the az-style command line in one binary.
 
 mod cli;
+mod exports;
 mod serve;
 
 use std::process::ExitCode;

@@ -23,12 +23,22 @@ pub struct ServeArgs {
     /// HTTPS address. `localhost` binds 127.0.0.1 and ::1; port 0 picks a free port.
     #[arg(long, default_value = "localhost:8443")]
     listen: String,
-    /// NBD address for disk exports; port 0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:10809")]
+    /// NBD address for disk exports. `localhost` binds 127.0.0.1 and ::1; port 0 picks a free
+    /// port.
+    #[arg(long, default_value = "localhost:10809")]
     nbd_listen: String,
+    /// TLS on the NBD endpoint: `on` (TLS-only, the default) or `off` (benchmarks only).
+    #[arg(long, default_value = "on")]
+    nbd_tls: NbdTls,
     /// Host name clients use; vaults are `NAME.vault.DOMAIN`.
     #[arg(long, default_value = "localhost")]
     domain: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum NbdTls {
+    On,
+    Off,
 }
 
 /// `DIR/connection.json`: everything a client needs to log in.
@@ -99,10 +109,27 @@ async fn run(args: ServeArgs) -> Result<()> {
         .context("loading the token signing key")?;
 
     let (listeners, port) = api::server::bind(&args.listen).await?;
-    let nbd = tokio::net::TcpListener::bind(nbd_addr(&args.nbd_listen)?)
+    let (nbd_listeners, nbd_port) = api::server::bind(&args.nbd_listen)
         .await
         .with_context(|| format!("binding the NBD address {}", args.nbd_listen))?;
-    let nbd_endpoint = nbd.local_addr()?.to_string();
+    let scheme = match args.nbd_tls {
+        NbdTls::On => "nbds",
+        NbdTls::Off => "nbd",
+    };
+    let nbd_endpoint = format!("{scheme}://{}:{nbd_port}", args.domain);
+    let audit = Arc::new(
+        keyvault::audit::AuditLog::open(&dir.join("audit/keyvault.log"), &root)
+            .context("opening the Key Vault audit log")?,
+    );
+    let volumes = control::volumes::Volumes::in_dir(dir.join("disks"), root.clone())
+        .context("opening the disk volume directory")?;
+    let control = control
+        .with_data_plane(control::disks::DataPlane::new(
+            volumes,
+            Some(nbd_endpoint.clone()),
+            Some(audit.clone()),
+        ))
+        .context("loading disk access grants")?;
 
     let tls_dir = dir.join("tls");
     let mut names = vec![
@@ -150,33 +177,51 @@ async fn run(args: ServeArgs) -> Result<()> {
     )?;
     print_summary(&dir, &connection);
 
-    let audit = keyvault::audit::AuditLog::open(&dir.join("audit/keyvault.log"), &root)
-        .context("opening the Key Vault audit log")?;
     let state = Arc::new(AppState {
         control,
         tokens,
         endpoints,
         audit,
     });
-    tokio::spawn(refuse_nbd(nbd));
+    let nbd_config = match args.nbd_tls {
+        NbdTls::On => {
+            let mut config = (*tls).clone();
+            config.alpn_protocols.clear();
+            nbd::ServerConfig::tls(Arc::new(config))
+        }
+        NbdTls::Off => nbd::ServerConfig::plain(),
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let catalog: Arc<dyn nbd::ExportCatalog> =
+        Arc::new(crate::exports::Grants(state.control.clone()));
+    for listener in nbd_listeners {
+        tokio::spawn(nbd::serve(
+            listener,
+            nbd_config.clone(),
+            catalog.clone(),
+            stop.clone(),
+        ));
+    }
     tokio::spawn(rotation_scheduler(state.clone()));
+    tokio::spawn(grant_expiry(state.clone()));
     api::server::serve(listeners, tls, api::router(state), shutdown_signal()).await;
+    stop.cancel();
     tracing::info!("sealdisk stopped");
     Ok(())
 }
 
-fn nbd_addr(spec: &str) -> Result<std::net::SocketAddr> {
-    let spec = spec.replace("localhost", "127.0.0.1");
-    spec.parse()
-        .with_context(|| format!("--nbd-listen '{spec}' is not IP:PORT"))
-}
-
-/// The NBD server arrives with managed disks; until then the port is reserved and every
-/// connection is closed at once, so a client fails fast instead of hanging.
-async fn refuse_nbd(listener: tokio::net::TcpListener) {
-    while let Ok((stream, peer)) = listener.accept().await {
-        tracing::info!(%peer, "NBD connection closed: this deployment has no disks to export yet");
-        drop(stream);
+/// Ends disk access grants whose duration is over, closing their NBD connections.
+async fn grant_expiry(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let control = state.control.clone();
+        match tokio::task::spawn_blocking(move || control.expire_disk_grants()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(grants = n, "disk access grants expired"),
+            Ok(Err(e)) => tracing::error!(error = %e, "expiring disk access grants failed"),
+            Err(e) => tracing::error!(error = %e, "grant expiry task failed"),
+        }
     }
 }
 

@@ -4,15 +4,15 @@
 
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use control::ControlError;
 use control::identity::Surface;
 use control::resources::{
     ResourceGroupInput, ResourceGroupPatch, RoleAssignmentFilter, RoleAssignmentInput,
 };
+use control::{ControlError, ControlPlane};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Req, keyvault_arm, list, ok, with_status};
+use super::{Req, compute, keyvault_arm, list, ok, with_status};
 use crate::AppState;
 use crate::auth::{Caller, authenticate};
 use crate::error::{ApiError, ApiResult};
@@ -41,6 +41,24 @@ const PROVIDERS: &[(&str, &[&str])] = &[
     (
         "Microsoft.Authorization",
         &["roleAssignments", "roleDefinitions"],
+    ),
+    (
+        "Microsoft.KeyVault",
+        &[
+            "vaults",
+            "deletedVaults",
+            "locations/deletedVaults",
+            "checkNameAvailability",
+        ],
+    ),
+    (
+        "Microsoft.Compute",
+        &[
+            "disks",
+            "diskEncryptionSets",
+            "locations/operations",
+            "locations/diskOperations",
+        ],
     ),
 ];
 
@@ -91,6 +109,9 @@ pub fn route(state: &AppState, req: &Req) -> ApiResult<Response> {
             if n >= 8 && req.is(4, "locations") && is_operation(req.seg(6)) {
                 return operation(state, req, req.seg(7));
             }
+            if n >= 5 && req.is(3, "Microsoft.Compute") {
+                return compute::route_subscription(state, req, &caller, sub, &req.segments[4..]);
+            }
             if n >= 5 && req.is(3, "Microsoft.KeyVault") {
                 return keyvault_arm::route_subscription(
                     state,
@@ -130,6 +151,10 @@ pub fn route(state: &AppState, req: &Req) -> ApiResult<Response> {
             if req.is(5, "Microsoft.KeyVault") {
                 let rest = &req.segments[6..];
                 return keyvault_arm::route_group(state, req, &caller, sub, req.seg(3), rest);
+            }
+            if req.is(5, "Microsoft.Compute") {
+                let rest = &req.segments[6..];
+                return compute::route_group(state, req, &caller, sub, req.seg(3), rest);
             }
             Err(ApiError::NoRegisteredProvider(format!(
                 "{}/{}",
@@ -418,13 +443,16 @@ fn operation(state: &AppState, req: &Req, id: &str) -> ApiResult<Response> {
             .query("monitor")
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     if result_url {
-        let resource = match op["resourceId"].as_str() {
-            Some(rid) if op["status"] == "Succeeded" => state
+        let succeeded = op["status"] == "Succeeded";
+        let resource = match (op["properties"].get("output"), op["resourceId"].as_str()) {
+            (Some(Value::Null), _) => None,
+            (Some(output), _) => Some(output.clone()),
+            (None, Some(rid)) if succeeded => state
                 .control
                 .store()
                 .resource(rid)
                 .map_err(ControlError::from)?
-                .map(|r| r.body),
+                .map(|r| ControlPlane::present(r.body)),
             _ => None,
         };
         return operation_result(op, resource);

@@ -2,6 +2,7 @@
 //! words, with empty segments (`//metadata/endpoints`) ignored, as ARM does.
 
 mod arm;
+mod compute;
 mod graph;
 mod identity;
 mod keyvault_arm;

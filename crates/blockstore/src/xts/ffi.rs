@@ -93,11 +93,50 @@ impl XtsCtx {
 
     /// Encrypts or decrypts (per the context's direction) one data unit in place under `tweak`.
     pub(super) fn crypt(&mut self, tweak: &[u8; 16], data: &mut [u8]) -> Result<(), XtsError> {
-        if !(MIN_DATA_UNIT_LEN..=MAX_DATA_UNIT_LEN).contains(&data.len()) {
-            return Err(XtsError::DataUnitLength { len: data.len() });
+        let len = Self::check_len(data.len())?;
+        let buf = data.as_mut_ptr();
+        // SAFETY: `buf` is valid for reads and writes of `len` bytes for the whole call (it
+        // comes from the exclusive borrow `data`); input and output alias exactly, which the
+        // XTS cipher supports (it works block by block, reading each block before writing it).
+        unsafe { self.update(tweak, buf, buf, len) }
+    }
+
+    /// Like [`Self::crypt`], but reads `input` and writes the result to `output` (same length).
+    pub(super) fn crypt_into(
+        &mut self,
+        tweak: &[u8; 16],
+        input: &[u8],
+        output: &mut [u8],
+    ) -> Result<(), XtsError> {
+        if input.len() != output.len() {
+            return Err(XtsError::BufferLength { len: output.len() });
         }
-        let in_len = c_int::try_from(data.len())
-            .map_err(|_| XtsError::DataUnitLength { len: data.len() })?;
+        let len = Self::check_len(input.len())?;
+        // SAFETY: `input` is valid for reads and `output` for writes of `len` bytes for the whole
+        // call (a shared and an exclusive borrow, so they do not overlap).
+        unsafe { self.update(tweak, output.as_mut_ptr(), input.as_ptr(), len) }
+    }
+
+    fn check_len(len: usize) -> Result<c_int, XtsError> {
+        if !(MIN_DATA_UNIT_LEN..=MAX_DATA_UNIT_LEN).contains(&len) {
+            return Err(XtsError::DataUnitLength { len });
+        }
+        c_int::try_from(len).map_err(|_| XtsError::DataUnitLength { len })
+    }
+
+    /// Sets the tweak and runs the cipher over one data unit of `len` bytes.
+    ///
+    /// # Safety
+    ///
+    /// `input` must be valid for reads and `output` for writes of `len` bytes for the whole
+    /// call, and they must either not overlap or be the same pointer.
+    unsafe fn update(
+        &mut self,
+        tweak: &[u8; 16],
+        output: *mut u8,
+        input: *const u8,
+        len: c_int,
+    ) -> Result<(), XtsError> {
         // SAFETY: `self.ctx` is a valid context keyed in `new` (cipher set, so a null cipher
         // keeps it); `tweak` points at 16 readable bytes, the IV length of AES-XTS; a null key
         // keeps the key schedules; `-1` keeps the direction.
@@ -118,20 +157,18 @@ impl XtsCtx {
             });
         }
         let mut out_len: c_int = 0;
-        let buf = data.as_mut_ptr();
-        // SAFETY: `buf` is valid for reads and writes of `in_len` bytes for the whole call (it
-        // comes from the exclusive borrow `data`); input and output alias exactly, which the
-        // XTS cipher supports (it works block by block, reading each block before writing it);
-        // the cipher has block size 1, so at most `in_len` bytes are written; `out_len` is a
-        // valid `c_int` to write.
-        let ok = unsafe { EVP_CipherUpdate(self.ctx, buf, &mut out_len, buf, in_len) };
+        // SAFETY: the caller guarantees `input`/`output` are valid for `len` bytes and either
+        // disjoint or identical (XTS processes block by block, reading each block before
+        // writing it, so exact aliasing is fine); the cipher has block size 1, so at most `len`
+        // bytes are written; `out_len` is a valid `c_int` to write.
+        let ok = unsafe { EVP_CipherUpdate(self.ctx, output, &mut out_len, input, len) };
         if ok != 1 {
             return Err(XtsError::Backend {
                 operation: "EVP_CipherUpdate",
                 code: last_error(),
             });
         }
-        if out_len != in_len {
+        if out_len != len {
             return Err(XtsError::Backend {
                 operation: "EVP_CipherUpdate(length)",
                 code: 0,

@@ -65,7 +65,7 @@ pub struct GlobalArgs {
     only_show_errors: bool,
 }
 
-/// Client commands (az syntax). `keyvault` and `disk` groups will sit next to these.
+/// Client commands (az syntax).
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Log in to a sealdisk deployment with a service principal.
@@ -87,6 +87,12 @@ pub enum Command {
     /// Manage Key Vaults and their keys.
     #[command(subcommand)]
     Keyvault(commands::keyvault::KeyvaultCommand),
+    /// Manage managed disks.
+    #[command(subcommand)]
+    Disk(commands::disk::DiskCommand),
+    /// Manage disk encryption sets (customer-managed keys for disks).
+    #[command(subcommand)]
+    DiskEncryptionSet(commands::encryption_set::EncryptionSetCommand),
 }
 
 /// `--subscription`, on commands that work inside one subscription.

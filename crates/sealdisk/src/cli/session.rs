@@ -32,6 +32,10 @@ pub mod api_version {
     pub const ROLE_DEFINITIONS: &str = "2022-05-01-preview";
     /// Cloud metadata document.
     pub const METADATA: &str = "2022-09-01";
+    /// Managed disks.
+    pub const DISKS: &str = "2025-01-02";
+    /// Disk encryption sets.
+    pub const DISK_ENCRYPTION_SETS: &str = "2023-04-02";
 }
 
 /// Current Unix time in seconds.

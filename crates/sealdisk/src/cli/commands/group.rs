@@ -193,6 +193,31 @@ fn group_url(session: &Session, sub: &SubscriptionArg, name: &str) -> CliResult<
     )
 }
 
+/// The location of a resource group (az's default location for new resources).
+pub async fn group_location(
+    session: &mut Session,
+    sub: &SubscriptionArg,
+    group: &str,
+) -> CliResult<String> {
+    let sub_id = session.subscription_id(sub.subscription.as_deref())?;
+    let url = session.arm_url(
+        &format!(
+            "subscriptions/{sub_id}/resourcegroups/{}",
+            path_segment(group)?
+        ),
+        api_version::RESOURCE_GROUPS,
+        &[],
+    )?;
+    let g = session.arm(Method::GET, url.clone(), None).await?;
+    g.as_ref()
+        .and_then(|g| g["location"].as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| CliError::BadResponse {
+            url: url.to_string(),
+            detail: "the resource group has no location".to_owned(),
+        })
+}
+
 /// A user-given name that must stay one path segment.
 pub fn path_segment(name: &str) -> CliResult<&str> {
     if name.is_empty() || name.contains('/') {

@@ -3,6 +3,8 @@
 
 pub mod account;
 pub mod ad;
+pub mod disk;
+pub mod encryption_set;
 pub mod group;
 pub mod keyvault;
 pub mod login;
@@ -24,6 +26,8 @@ pub async fn run(ctx: &Ctx, command: Command) -> CliResult<Outcome> {
         Command::Role(cmd) => role::run(ctx, cmd).await,
         Command::Ad(cmd) => ad::run(ctx, cmd).await,
         Command::Keyvault(cmd) => keyvault::run(ctx, cmd).await,
+        Command::Disk(cmd) => disk::run(ctx, cmd).await,
+        Command::DiskEncryptionSet(cmd) => encryption_set::run(ctx, cmd).await,
     }
 }
 
@@ -37,6 +41,17 @@ pub fn with_model_keys(mut value: Value, keys: &[&str]) -> Value {
         }
     }
     value
+}
+
+/// The resource group named in an ARM id.
+pub fn resource_group_of(id: &str) -> Option<String> {
+    let mut parts = id.split('/').filter(|s| !s.is_empty());
+    while let Some(p) = parts.next() {
+        if p.eq_ignore_ascii_case("resourceGroups") {
+            return parts.next().map(str::to_owned);
+        }
+    }
+    None
 }
 
 #[cfg(test)]

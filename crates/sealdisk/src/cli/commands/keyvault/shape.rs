@@ -303,16 +303,7 @@ pub fn rotation_policy(wire: &Value) -> Value {
     })
 }
 
-/// The resource group named in an ARM id.
-pub fn resource_group_of(id: &str) -> Option<String> {
-    let mut parts = id.split('/').filter(|s| !s.is_empty());
-    while let Some(p) = parts.next() {
-        if p.eq_ignore_ascii_case("resourceGroups") {
-            return parts.next().map(str::to_owned);
-        }
-    }
-    None
-}
+pub use crate::cli::commands::resource_group_of;
 
 /// Adds `resourceGroup` from `id`, as az does for every resource it prints.
 fn with_resource_group(mut value: Value) -> Value {

@@ -9,13 +9,13 @@ use reqwest::{Method, Url};
 use serde_json::{Map, Value, json};
 
 use super::super::ad;
-use super::super::group::{parse_tags, path_segment};
+use super::super::group::{group_location, parse_tags, path_segment};
 use super::{KeyvaultCommand, parse_flag, refused, shape};
 use crate::cli::SubscriptionArg;
 use crate::cli::error::{CliError, CliResult, ServiceKind};
 use crate::cli::lro::LroMethod;
 use crate::cli::output::Outcome;
-use crate::cli::session::{Session, api_version, odata_quote};
+use crate::cli::session::{Session, odata_quote};
 
 /// api-version of Microsoft.KeyVault (any recent one is accepted by the server).
 pub const API: &str = "2023-07-01";
@@ -588,31 +588,6 @@ fn pick_group(resources: &[Value], name: &str) -> Option<String> {
                 .is_some_and(|n| n.eq_ignore_ascii_case(name))
         })
         .find_map(|r| r["id"].as_str().and_then(shape::resource_group_of))
-}
-
-/// The location of a resource group (az's default location for new resources).
-async fn group_location(
-    session: &mut Session,
-    sub: &SubscriptionArg,
-    group: &str,
-) -> CliResult<String> {
-    let sub_id = session.subscription_id(sub.subscription.as_deref())?;
-    let url = session.arm_url(
-        &format!(
-            "subscriptions/{sub_id}/resourcegroups/{}",
-            path_segment(group)?
-        ),
-        api_version::RESOURCE_GROUPS,
-        &[],
-    )?;
-    let g = session.arm(Method::GET, url.clone(), None).await?;
-    g.as_ref()
-        .and_then(|g| g["location"].as_str())
-        .map(str::to_owned)
-        .ok_or_else(|| CliError::BadResponse {
-            url: url.to_string(),
-            detail: "the resource group has no location".to_owned(),
-        })
 }
 
 /// The signed-in principal's object id: the `oid` claim of its ARM token, else its service

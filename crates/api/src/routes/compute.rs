@@ -1,0 +1,229 @@
+//! ARM for Microsoft.Compute: managed disks and their access grants.
+//!
+//! Creating or updating a disk and granting or ending access answer `202 Accepted` with
+//! `Azure-AsyncOperation` and `Location` (the real `az` accepts only 200 or 202 there); the
+//! work itself is done before the answer, so the first poll sees the outcome.
+
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use control::disks::{DiskInput, DiskPatch, GrantAccessData};
+use control::encryption_sets::EncryptionSetInput;
+use control::operations::Outcome;
+use serde_json::json;
+
+use super::{Req, list, ok};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::{AppState, lro};
+
+const NAMESPACE: &str = "Microsoft.Compute";
+const DISK_READ: &str = "Microsoft.Compute/disks/read";
+const DISK_WRITE: &str = "Microsoft.Compute/disks/write";
+const DISK_DELETE: &str = "Microsoft.Compute/disks/delete";
+const DISK_GRANT: &str = "Microsoft.Compute/disks/beginGetAccess/action";
+const DISK_REVOKE: &str = "Microsoft.Compute/disks/endGetAccess/action";
+const DES_READ: &str = "Microsoft.Compute/diskEncryptionSets/read";
+const DES_WRITE: &str = "Microsoft.Compute/diskEncryptionSets/write";
+const DES_DELETE: &str = "Microsoft.Compute/diskEncryptionSets/delete";
+
+fn authorize(state: &AppState, caller: &Caller, action: &str, scope: &str) -> ApiResult<()> {
+    Ok(state.control.authorize(caller.claims.oid, action, scope)?)
+}
+
+/// A finished operation on `resource_id` answered as `202 Accepted`.
+fn accepted(
+    state: &AppState,
+    req: &Req,
+    resource_id: &str,
+    output: Option<serde_json::Value>,
+) -> ApiResult<Response> {
+    let op = state.control.start_operation(resource_id)?;
+    state
+        .control
+        .finish_operation_with_output(&op, Outcome::Succeeded, output)?;
+    Ok(lro::accepted(state, NAMESPACE, &op, req.api_version()?))
+}
+
+/// `.../resourceGroups/{g}/providers/Microsoft.Compute/...`; `rest` starts after the namespace.
+pub fn route_group(
+    state: &AppState,
+    req: &Req,
+    caller: &Caller,
+    sub: &str,
+    group: &str,
+    rest: &[String],
+) -> ApiResult<Response> {
+    let is = |i: usize, w: &str| rest.get(i).is_some_and(|s| s.eq_ignore_ascii_case(w));
+    if is(0, "diskEncryptionSets") {
+        return encryption_sets(state, req, caller, sub, group, rest);
+    }
+    if !is(0, "disks") {
+        return Err(ApiError::NoRegisteredProvider(format!(
+            "{NAMESPACE}/{}",
+            rest.first().cloned().unwrap_or_default()
+        )));
+    }
+    let group_scope = format!(
+        "{}/resourceGroups/{group}",
+        state.control.subscription_scope()
+    );
+    let m = &req.method;
+    if rest.len() == 1 {
+        if m != Method::GET {
+            return Err(ApiError::MethodNotAllowed(m.to_string()));
+        }
+        authorize(state, caller, DISK_READ, &group_scope)?;
+        return Ok(list(state.control.disks(sub, Some(group))?));
+    }
+    let name = &rest[1];
+    let scope = format!("{group_scope}/providers/Microsoft.Compute/disks/{name}");
+    match (rest.len(), m) {
+        (2, &Method::GET) => {
+            authorize(state, caller, DISK_READ, &scope)?;
+            Ok(ok(state.control.disk(sub, group, name)?))
+        }
+        (2, &Method::PUT) => {
+            authorize(state, caller, DISK_WRITE, &scope)?;
+            let input: DiskInput = req.json()?;
+            let (disk, _) = state.control.put_disk(sub, group, name, input)?;
+            accepted(state, req, disk["id"].as_str().unwrap_or(&scope), None)
+        }
+        (2, &Method::PATCH) => {
+            authorize(state, caller, DISK_WRITE, &scope)?;
+            let patch: DiskPatch = req.json()?;
+            let disk = state.control.patch_disk(sub, group, name, patch)?;
+            accepted(state, req, disk["id"].as_str().unwrap_or(&scope), None)
+        }
+        (2, &Method::DELETE) => {
+            authorize(state, caller, DISK_DELETE, &scope)?;
+            Ok(if state.control.delete_disk(sub, group, name)? {
+                StatusCode::OK.into_response()
+            } else {
+                StatusCode::NO_CONTENT.into_response()
+            })
+        }
+        (3, &Method::POST) if is(2, "beginGetAccess") => {
+            authorize(state, caller, DISK_GRANT, &scope)?;
+            let request: GrantAccessData = req.json()?;
+            let sas = state.control.grant_disk_access(sub, group, name, request)?;
+            accepted(state, req, &scope, Some(json!({"accessSAS": sas})))
+        }
+        (3, &Method::POST) if is(2, "endGetAccess") => {
+            authorize(state, caller, DISK_REVOKE, &scope)?;
+            state.control.revoke_disk_access(sub, group, name)?;
+            accepted(state, req, &scope, Some(json!(null)))
+        }
+        (_, m) => Err(ApiError::MethodNotAllowed(format!(
+            "{m} on {NAMESPACE}/{}",
+            rest.join("/")
+        ))),
+    }
+}
+
+/// `.../diskEncryptionSets[/{name}[/associatedResources]]`.
+fn encryption_sets(
+    state: &AppState,
+    req: &Req,
+    caller: &Caller,
+    sub: &str,
+    group: &str,
+    rest: &[String],
+) -> ApiResult<Response> {
+    let group_scope = format!(
+        "{}/resourceGroups/{group}",
+        state.control.subscription_scope()
+    );
+    let m = &req.method;
+    if rest.len() == 1 {
+        if m != Method::GET {
+            return Err(ApiError::MethodNotAllowed(m.to_string()));
+        }
+        authorize(state, caller, DES_READ, &group_scope)?;
+        return Ok(list(state.control.disk_encryption_sets(sub, Some(group))?));
+    }
+    let name = &rest[1];
+    let scope = format!("{group_scope}/providers/Microsoft.Compute/diskEncryptionSets/{name}");
+    let is = |i: usize, w: &str| rest.get(i).is_some_and(|s| s.eq_ignore_ascii_case(w));
+    match (rest.len(), m) {
+        (2, &Method::GET) => {
+            authorize(state, caller, DES_READ, &scope)?;
+            Ok(ok(state.control.disk_encryption_set(sub, group, name)?))
+        }
+        (2, &Method::PUT) | (2, &Method::PATCH) => {
+            authorize(state, caller, DES_WRITE, &scope)?;
+            let input: EncryptionSetInput = req.json()?;
+            if m == Method::PATCH {
+                // PATCH keeps what it does not name; the control plane merges with the set.
+                state.control.disk_encryption_set(sub, group, name)?;
+            }
+            let (set, _) = state
+                .control
+                .put_disk_encryption_set(sub, group, name, input)?;
+            accepted(state, req, set["id"].as_str().unwrap_or(&scope), None)
+        }
+        (2, &Method::DELETE) => {
+            authorize(state, caller, DES_DELETE, &scope)?;
+            Ok(
+                if state.control.delete_disk_encryption_set(sub, group, name)? {
+                    StatusCode::OK.into_response()
+                } else {
+                    StatusCode::NO_CONTENT.into_response()
+                },
+            )
+        }
+        (3, &Method::GET) if is(2, "associatedResources") => {
+            authorize(state, caller, DES_READ, &scope)?;
+            let ids = state
+                .control
+                .disk_encryption_set_resources(sub, group, name)?;
+            Ok(ok(json!({"value": ids})))
+        }
+        (_, m) => Err(ApiError::MethodNotAllowed(format!(
+            "{m} on {NAMESPACE}/{}",
+            rest.join("/")
+        ))),
+    }
+}
+
+/// `/subscriptions/{s}/providers/Microsoft.Compute/...`; `rest` starts after the namespace.
+pub fn route_subscription(
+    state: &AppState,
+    req: &Req,
+    caller: &Caller,
+    sub: &str,
+    rest: &[String],
+) -> ApiResult<Response> {
+    let is = |i: usize, w: &str| rest.get(i).is_some_and(|s| s.eq_ignore_ascii_case(w));
+    match (rest.len(), &req.method) {
+        (1, &Method::GET) if is(0, "disks") => {
+            let mut out = Vec::new();
+            for disk in state.control.disks(sub, None)? {
+                let id = disk["id"].as_str().unwrap_or_default();
+                if state
+                    .control
+                    .is_authorized(caller.claims.oid, DISK_READ, id, false)?
+                {
+                    out.push(disk);
+                }
+            }
+            Ok(list(out))
+        }
+        (1, &Method::GET) if is(0, "diskEncryptionSets") => {
+            let mut out = Vec::new();
+            for set in state.control.disk_encryption_sets(sub, None)? {
+                let id = set["id"].as_str().unwrap_or_default();
+                if state
+                    .control
+                    .is_authorized(caller.claims.oid, DES_READ, id, false)?
+                {
+                    out.push(set);
+                }
+            }
+            Ok(list(out))
+        }
+        (_, m) => Err(ApiError::MethodNotAllowed(format!(
+            "{m} on {NAMESPACE}/{}",
+            rest.join("/")
+        ))),
+    }
+}

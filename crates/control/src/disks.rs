@@ -1,0 +1,1146 @@
+//! Microsoft.Compute/disks: managed disk resources, their volumes, and time-limited access
+//! grants that export a disk over NBD.
+//!
+//! A grant (`beginGetAccess`) creates an export name of 192 random bits: the capability an NBD
+//! client presents. Grants are persisted in the disk document (`internal.grants`) so they
+//! survive a restart, and live in memory with a cancellation token that closes every NBD
+//! connection to the export when the grant ends (revoked, expired or the disk deleted).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use blockstore::{Disk, WrapLayer, XtsKey};
+
+use crate::deployment::rfc3339;
+use crate::encryption_sets::{CUSTOMER_KEY, CUSTOMER_WRAP_ALGORITHM, PLATFORM_AND_CUSTOMER_KEYS};
+use crate::keys::CryptoOp;
+use crate::store::{ResourceQuery, ResourceRecord};
+use crate::volumes::PLATFORM_KEY_ID;
+use crate::volumes::Volumes;
+use crate::{ControlError, ControlPlane};
+
+pub const DISK_TYPE: &str = "Microsoft.Compute/disks";
+const GIB: u64 = 1 << 30;
+/// Azure's largest managed disk.
+const MAX_DISK_GB: u64 = 32_767;
+/// Longest access grant: Azure's limit of 5 days... and then some; ten years bounds arithmetic.
+const MAX_GRANT_SECS: i64 = 10 * 365 * 24 * 3600;
+
+/// Disk SKUs and the tier Azure reports for each.
+const SKUS: &[(&str, &str)] = &[
+    ("Standard_LRS", "Standard"),
+    ("Premium_LRS", "Premium"),
+    ("StandardSSD_LRS", "StandardSSD"),
+    ("UltraSSD_LRS", "Ultra"),
+    ("Premium_ZRS", "Premium"),
+    ("StandardSSD_ZRS", "StandardSSD"),
+    ("PremiumV2_LRS", "PremiumV2"),
+];
+
+pub const PLATFORM_KEY: &str = "EncryptionAtRestWithPlatformKey";
+const ENCRYPTION_TYPES: &[&str] = &[PLATFORM_KEY, CUSTOMER_KEY, PLATFORM_AND_CUSTOMER_KEYS];
+
+/// A disk PUT body (fields sealdisk acts on).
+#[derive(Debug, Deserialize)]
+pub struct DiskInput {
+    pub location: String,
+    #[serde(default)]
+    pub tags: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub sku: Option<SkuInput>,
+    #[serde(default)]
+    pub properties: DiskInputProperties,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SkuInput {
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiskInputProperties {
+    pub creation_data: Option<CreationData>,
+    #[serde(rename = "diskSizeGB")]
+    pub disk_size_gb: Option<i64>,
+    pub encryption: Option<EncryptionInput>,
+    pub os_type: Option<String>,
+    pub hyper_v_generation: Option<String>,
+    pub network_access_policy: Option<String>,
+    pub public_network_access: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreationData {
+    pub create_option: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptionInput {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub disk_encryption_set_id: Option<String>,
+}
+
+/// A disk PATCH body.
+#[derive(Debug, Default, Deserialize)]
+pub struct DiskPatch {
+    #[serde(default)]
+    pub tags: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub sku: Option<SkuInput>,
+    #[serde(default)]
+    pub properties: DiskInputProperties,
+}
+
+/// The body of `beginGetAccess`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantAccessData {
+    pub access: String,
+    pub duration_in_seconds: Option<i64>,
+}
+
+/// A live grant: what an NBD export name opens.
+#[derive(Debug, Clone)]
+struct LiveGrant {
+    disk_resource_id: String,
+    read_only: bool,
+    expires_at: i64,
+    revoked: CancellationToken,
+}
+
+/// What an export name opens, for the NBD catalog.
+#[derive(Debug, Clone)]
+pub struct OpenExport {
+    pub disk: Arc<blockstore::Disk>,
+    pub read_only: bool,
+    pub revoked: CancellationToken,
+}
+
+/// The data plane attached to a control plane: volumes, the NBD endpoint and live grants.
+#[derive(Debug)]
+pub struct DataPlane {
+    volumes: Volumes,
+    /// The Key Vault audit log: wraps and unwraps by disk encryption set identities go here.
+    audit: Option<Arc<keyvault::audit::AuditLog>>,
+    /// `nbds://HOST:PORT` (or `nbd://` with TLS off); `None` when no NBD listener runs.
+    nbd_uri: Option<String>,
+    grants: Mutex<HashMap<String, LiveGrant>>,
+}
+
+impl DataPlane {
+    pub fn new(
+        volumes: Volumes,
+        nbd_uri: Option<String>,
+        audit: Option<Arc<keyvault::audit::AuditLog>>,
+    ) -> Self {
+        Self {
+            volumes,
+            audit,
+            nbd_uri,
+            grants: Mutex::default(),
+        }
+    }
+
+    pub fn volumes(&self) -> &Volumes {
+        &self.volumes
+    }
+
+    fn grants(&self) -> std::sync::MutexGuard<'_, HashMap<String, LiveGrant>> {
+        self.grants.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn sku_of(name: Option<&str>) -> Result<(&'static str, &'static str), ControlError> {
+    let name = name.unwrap_or("Standard_LRS");
+    SKUS.iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .copied()
+        .ok_or_else(|| ControlError::InvalidParameter {
+            name: "sku.name".into(),
+            reason: format!(
+                "'{name}' is not a disk SKU; valid: {}",
+                SKUS.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
+            ),
+        })
+}
+
+/// Whether `name` is a valid disk name: 1-80 characters of letters, digits, `_`, `-`, `.`,
+/// starting with a letter or digit and ending with a letter, digit or `_`.
+pub fn valid_disk_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (1..=80).contains(&b.len())
+        && b[0].is_ascii_alphanumeric()
+        && (b[b.len() - 1].is_ascii_alphanumeric() || b[b.len() - 1] == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+}
+
+fn size_gb(value: Option<i64>) -> Result<Option<u64>, ControlError> {
+    match value {
+        None => Ok(None),
+        Some(gb) if gb >= 1 && (gb as u64) <= MAX_DISK_GB => Ok(Some(gb as u64)),
+        Some(gb) => Err(ControlError::InvalidParameter {
+            name: "diskSizeGB".into(),
+            reason: format!("{gb} is out of range; a disk is 1 to {MAX_DISK_GB} GiB"),
+        }),
+    }
+}
+
+/// A disk's encryption: its type and, for customer keys, its disk encryption set's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskEncryption {
+    pub kind: &'static str,
+    pub set: Option<String>,
+}
+
+impl DiskEncryption {
+    fn platform() -> Self {
+        Self {
+            kind: PLATFORM_KEY,
+            set: None,
+        }
+    }
+
+    fn of(doc: &Value) -> Self {
+        let enc = &doc["properties"]["encryption"];
+        Self {
+            kind: ENCRYPTION_TYPES
+                .iter()
+                .find(|t| enc["type"].as_str() == Some(**t))
+                .copied()
+                .unwrap_or(PLATFORM_KEY),
+            set: enc["diskEncryptionSetId"].as_str().map(str::to_string),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        match &self.set {
+            Some(set) => json!({"type": self.kind, "diskEncryptionSetId": set}),
+            None => json!({"type": self.kind}),
+        }
+    }
+
+    /// The volume's layers, innermost first: the customer key's layer is applied to the
+    /// plaintext, the platform key's layer (double encryption) to its ciphertext.
+    fn layers(&self) -> Vec<LayerKey> {
+        match self.kind {
+            PLATFORM_KEY => vec![LayerKey::Platform],
+            PLATFORM_AND_CUSTOMER_KEYS => vec![LayerKey::Customer, LayerKey::Platform],
+            _ => vec![LayerKey::Customer],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LayerKey {
+    Platform,
+    Customer,
+}
+
+/// Parses the `encryption` of a request (no request: platform key).
+fn encryption_of(input: Option<&EncryptionInput>) -> Result<DiskEncryption, ControlError> {
+    let Some(enc) = input else {
+        return Ok(DiskEncryption::platform());
+    };
+    let kind = match &enc.kind {
+        None if enc.disk_encryption_set_id.is_some() => CUSTOMER_KEY,
+        None => PLATFORM_KEY,
+        Some(k) => ENCRYPTION_TYPES
+            .iter()
+            .find(|t| t.eq_ignore_ascii_case(k))
+            .copied()
+            .ok_or_else(|| ControlError::InvalidParameter {
+                name: "encryption.type".into(),
+                reason: format!("'{k}' must be one of {}", ENCRYPTION_TYPES.join(", ")),
+            })?,
+    };
+    match (kind, &enc.disk_encryption_set_id) {
+        (PLATFORM_KEY, Some(_)) => Err(ControlError::InvalidParameter {
+            name: "encryption.diskEncryptionSetId".into(),
+            reason: "a disk encryption set cannot be given with EncryptionAtRestWithPlatformKey; use EncryptionAtRestWithCustomerKey or EncryptionAtRestWithPlatformAndCustomerKeys".into(),
+        }),
+        (PLATFORM_KEY, None) => Ok(DiskEncryption::platform()),
+        (kind, None) => Err(ControlError::InvalidParameter {
+            name: "encryption.diskEncryptionSetId".into(),
+            reason: format!("{kind} needs a disk encryption set: give its resource id (--disk-encryption-set)"),
+        }),
+        (kind, Some(set)) => Ok(DiskEncryption {
+            kind,
+            set: Some(set.clone()),
+        }),
+    }
+}
+
+fn performance(sku: &str, size_gb: u64) -> (u64, u64) {
+    match sku {
+        "UltraSSD_LRS" | "PremiumV2_LRS" => (3000, 125),
+        "Premium_LRS" | "Premium_ZRS" => match size_gb {
+            0..=32 => (120, 25),
+            33..=64 => (240, 50),
+            65..=128 => (500, 100),
+            129..=256 => (1100, 125),
+            257..=512 => (2300, 150),
+            _ => (5000, 200),
+        },
+        _ => (500, 60),
+    }
+}
+
+fn premium_tier(size_gb: u64) -> &'static str {
+    match size_gb {
+        0..=4 => "P1",
+        5..=8 => "P2",
+        9..=16 => "P3",
+        17..=32 => "P4",
+        33..=64 => "P6",
+        65..=128 => "P10",
+        129..=256 => "P15",
+        257..=512 => "P20",
+        513..=1024 => "P30",
+        1025..=2048 => "P40",
+        2049..=4096 => "P50",
+        4097..=8192 => "P60",
+        8193..=16384 => "P70",
+        _ => "P80",
+    }
+}
+
+fn disk_state(doc: &Value) -> &str {
+    doc["properties"]["diskState"]
+        .as_str()
+        .unwrap_or("Unattached")
+}
+
+fn volume_of(doc: &Value) -> Result<Uuid, ControlError> {
+    doc["properties"]["uniqueId"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| ControlError::InvalidRequestContent("disk document without uniqueId".into()))
+}
+
+impl ControlPlane {
+    /// Attaches the data plane (volumes and the NBD endpoint) and loads persisted grants.
+    pub fn with_data_plane(mut self, data: DataPlane) -> Result<Self, ControlError> {
+        let records = self.store.resources(&ResourceQuery {
+            resource_type: Some(DISK_TYPE),
+            ..Default::default()
+        })?;
+        {
+            let mut grants = data.grants();
+            for r in records {
+                for g in r.body["internal"]["grants"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    if let (Some(export), Some(expires_at)) =
+                        (g["export"].as_str(), g["expiresAt"].as_i64())
+                    {
+                        grants.insert(
+                            export.to_string(),
+                            LiveGrant {
+                                disk_resource_id: r.id.clone(),
+                                read_only: g["access"] == "Read",
+                                expires_at,
+                                revoked: CancellationToken::new(),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        self.data = Some(Arc::new(data));
+        Ok(self)
+    }
+
+    /// Appends an operation the deployment did on its own behalf (e.g. a disk encryption set's
+    /// wrap) to the audit log; fails closed when the log refuses it.
+    pub(crate) fn audit_internal(
+        &self,
+        record: keyvault::audit::AuditRecord,
+    ) -> Result<(), ControlError> {
+        match self.data.as_ref().and_then(|d| d.audit.as_ref()) {
+            Some(log) => log
+                .append(record)
+                .map(|_| ())
+                .map_err(|e| ControlError::AuditUnavailable(e.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// Re-wraps the customer-key layer of every disk of set `des_id` under the set's active
+    /// key (rotation): no data is rewritten. Each disk's header update is atomic, and every
+    /// layer names the key version that wraps it, so a disk stopped half-way reads with the
+    /// old or the new wrap.
+    pub(crate) fn rewrap_des_volumes(&self, des_id: &str) -> Result<usize, ControlError> {
+        let set = self.des_by_id(des_id)?;
+        let key_url = set["properties"]["activeKey"]["keyUrl"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let mut done = 0;
+        for disk_id in self.des_associated_resources(des_id)? {
+            let Some(record) = self.store.resource(&disk_id)? else {
+                continue;
+            };
+            let body = record.body;
+            let id = volume_of(&body)?;
+            let encryption = DiskEncryption::of(&body);
+            let disk = self.open_volume(&body)?;
+            let header = disk.header();
+            if !header
+                .layers
+                .iter()
+                .any(|l| l.key_id.starts_with("https://") && l.key_id != key_url)
+            {
+                continue;
+            }
+            let mut layers = Vec::with_capacity(header.layers.len());
+            for (layer, old) in header.layers.iter().enumerate() {
+                if old.key_id == key_url || old.key_id == PLATFORM_KEY_ID {
+                    layers.push(old.clone());
+                    continue;
+                }
+                let dek = self.unwrap_layer(id, &body, layer, old)?;
+                layers.push(self.wrap_layer(id, &encryption, Some(&set), layer, &dek)?);
+            }
+            disk.rewrap(layers).map_err(ControlError::Volume)?;
+            done += 1;
+        }
+        Ok(done)
+    }
+
+    fn data(&self) -> Result<&DataPlane, ControlError> {
+        self.data
+            .as_deref()
+            .ok_or(ControlError::DataPlaneUnavailable)
+    }
+
+    fn disk_id(&self, group: &str, name: &str) -> String {
+        format!(
+            "{}/resourceGroups/{group}/providers/{DISK_TYPE}/{name}",
+            self.subscription_scope()
+        )
+    }
+
+    fn disk_record(
+        &self,
+        subscription: &str,
+        group: &str,
+        name: &str,
+    ) -> Result<ResourceRecord, ControlError> {
+        self.check_subscription(subscription)?;
+        self.resource_group(subscription, group)?;
+        self.store
+            .resource(&self.disk_id(group, name))?
+            .filter(|r| r.resource_type.eq_ignore_ascii_case(DISK_TYPE))
+            .ok_or_else(|| ControlError::ResourceNotFound {
+                resource_type: DISK_TYPE.into(),
+                name: name.into(),
+                resource_group: group.into(),
+            })
+    }
+
+    /// A disk document as clients see it.
+    pub fn disk(&self, subscription: &str, group: &str, name: &str) -> Result<Value, ControlError> {
+        Ok(Self::present(
+            self.disk_record(subscription, group, name)?.body,
+        ))
+    }
+
+    /// Disks of a resource group, or of the subscription.
+    pub fn disks(
+        &self,
+        subscription: &str,
+        group: Option<&str>,
+    ) -> Result<Vec<Value>, ControlError> {
+        self.check_subscription(subscription)?;
+        let scope = match group {
+            Some(g) => {
+                self.resource_group(subscription, g)?;
+                format!("{}/resourceGroups/{g}", self.subscription_scope())
+            }
+            None => self.subscription_scope(),
+        };
+        let records = self.store.resources(&ResourceQuery {
+            resource_type: Some(DISK_TYPE),
+            scope: Some(&scope),
+        })?;
+        Ok(records.into_iter().map(|r| Self::present(r.body)).collect())
+    }
+
+    /// Checks that a disk may use `encryption`: its set exists, has the matching type and is
+    /// in the disk's region.
+    fn check_encryption(
+        &self,
+        encryption: &DiskEncryption,
+        location: &str,
+    ) -> Result<Option<Value>, ControlError> {
+        let Some(set_id) = &encryption.set else {
+            return Ok(None);
+        };
+        let set = self
+            .des_by_id(set_id)
+            .map_err(|_| ControlError::InvalidParameter {
+                name: "encryption.diskEncryptionSetId".into(),
+                reason: format!("the disk encryption set '{set_id}' does not exist"),
+            })?;
+        let set_type = set["properties"]["encryptionType"]
+            .as_str()
+            .unwrap_or(CUSTOMER_KEY);
+        if set_type != encryption.kind {
+            return Err(ControlError::InvalidParameter {
+                name: "encryption.type".into(),
+                reason: format!(
+                    "the disk encryption set '{}' is of type {set_type}; a disk of type {} needs a set of the same type",
+                    set["name"].as_str().unwrap_or_default(),
+                    encryption.kind
+                ),
+            });
+        }
+        let set_location = set["location"].as_str().unwrap_or_default();
+        if !set_location.eq_ignore_ascii_case(location) {
+            return Err(ControlError::InvalidParameter {
+                name: "encryption.diskEncryptionSetId".into(),
+                reason: format!(
+                    "the disk encryption set is in '{set_location}'; the disk is in '{location}'"
+                ),
+            });
+        }
+        Ok(Some(set))
+    }
+
+    /// Wraps layer `layer` of volume `id` (a fresh DEK) for `encryption`.
+    fn wrap_layer(
+        &self,
+        id: Uuid,
+        encryption: &DiskEncryption,
+        set: Option<&Value>,
+        layer: usize,
+        dek: &XtsKey,
+    ) -> Result<WrapLayer, ControlError> {
+        match (encryption.layers().get(layer), set) {
+            (Some(LayerKey::Customer), Some(set)) => {
+                let key_url = set["properties"]["activeKey"]["keyUrl"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let wrapped =
+                    self.des_key_operation(set, &key_url, CryptoOp::WrapKey, dek.expose_bytes())?;
+                Ok(WrapLayer {
+                    key_id: key_url,
+                    algorithm: CUSTOMER_WRAP_ALGORITHM.to_string(),
+                    wrapped_key: wrapped.to_vec(),
+                })
+            }
+            _ => self.data()?.volumes.platform_wrap(id, layer, dek),
+        }
+    }
+
+    /// The DEK of one layer of volume `id`: the platform key's, or the customer key's through
+    /// the disk's encryption set and its identity.
+    fn unwrap_layer(
+        &self,
+        id: Uuid,
+        disk: &Value,
+        layer: usize,
+        wrap: &WrapLayer,
+    ) -> Result<XtsKey, ControlError> {
+        if wrap.key_id == PLATFORM_KEY_ID {
+            return self.data()?.volumes.platform_unwrap(id, layer, wrap);
+        }
+        let encryption = DiskEncryption::of(disk);
+        let set = match &encryption.set {
+            Some(set_id) => self.des_by_id(set_id)?,
+            None => {
+                return Err(ControlError::VolumeKeyUnavailable {
+                    volume: id.to_string(),
+                    key_id: wrap.key_id.clone(),
+                });
+            }
+        };
+        let dek =
+            self.des_key_operation(&set, &wrap.key_id, CryptoOp::UnwrapKey, &wrap.wrapped_key)?;
+        XtsKey::from_bytes(&dek).map_err(ControlError::VolumeCipher)
+    }
+
+    /// The open volume of a disk, unwrapping its DEKs if it is not open yet.
+    pub(crate) fn open_volume(&self, disk: &Value) -> Result<Arc<Disk>, ControlError> {
+        let id = volume_of(disk)?;
+        self.data()?
+            .volumes
+            .open(id, &|layer, wrap| self.unwrap_layer(id, disk, layer, wrap))
+    }
+
+    /// Moves a disk to another encryption by re-wrapping its DEKs: no data is rewritten. Only
+    /// while the disk is unattached (or its VM deallocated), and only between encryptions with
+    /// the same number of layers.
+    fn change_encryption(
+        &self,
+        body: &Value,
+        current: &DiskEncryption,
+        wanted: &DiskEncryption,
+    ) -> Result<(), ControlError> {
+        let name = body["name"].as_str().unwrap_or_default();
+        let state = disk_state(body);
+        if state != "Unattached" && state != "Reserved" {
+            return Err(ControlError::OperationNotAllowed(format!(
+                "Disk '{name}' is {state}; its encryption can change only while it is unattached or its VM is deallocated."
+            )));
+        }
+        if wanted.layers().len() != current.layers().len() {
+            return Err(ControlError::OperationNotAllowed(format!(
+                "Changing disk '{name}' from {} to {} adds or removes an encryption layer, which re-encrypts the data; that is not offered yet. Create a new disk with {} and copy the data.",
+                current.kind, wanted.kind, wanted.kind
+            )));
+        }
+        let location = body["location"].as_str().unwrap_or_default();
+        let set = self.check_encryption(wanted, location)?;
+        let id = volume_of(body)?;
+        let disk = self.open_volume(body)?;
+        let header = disk.header();
+        let mut layers = Vec::with_capacity(header.layers.len());
+        for (layer, old) in header.layers.iter().enumerate() {
+            let dek = self.unwrap_layer(id, body, layer, old)?;
+            layers.push(self.wrap_layer(id, wanted, set.as_ref(), layer, &dek)?);
+        }
+        disk.rewrap(layers).map_err(ControlError::Volume)
+    }
+
+    /// Creates or updates a disk; returns the document and whether it was created.
+    pub fn put_disk(
+        &self,
+        subscription: &str,
+        group: &str,
+        name: &str,
+        input: DiskInput,
+    ) -> Result<(Value, bool), ControlError> {
+        self.check_subscription(subscription)?;
+        self.resource_group(subscription, group)?;
+        if !valid_disk_name(name) {
+            return Err(ControlError::InvalidParameter {
+                name: "diskName".into(),
+                reason: format!(
+                    "'{name}' is not a valid disk name: 1-80 letters, digits, '_', '-' or '.', starting with a letter or digit and ending with a letter, digit or '_'"
+                ),
+            });
+        }
+        let location = self.location(&input.location)?;
+        let id = self.disk_id(group, name);
+        if let Some(existing) = self.store.resource(&id)? {
+            let existing_location = existing.body["location"].as_str().unwrap_or_default();
+            if existing_location != location {
+                return Err(ControlError::InvalidParameter {
+                    name: "location".into(),
+                    reason: format!(
+                        "disk '{name}' is in '{existing_location}'; a disk cannot move to '{location}'"
+                    ),
+                });
+            }
+            let patch = DiskPatch {
+                tags: input.tags,
+                sku: input.sku,
+                properties: input.properties,
+            };
+            return Ok((self.update_disk(existing, patch)?, false));
+        }
+        let data = self.data()?;
+        let create_option = input
+            .properties
+            .creation_data
+            .as_ref()
+            .map(|c| c.create_option.as_str())
+            .ok_or_else(|| ControlError::InvalidParameter {
+                name: "creationData.createOption".into(),
+                reason: "is required; sealdisk creates disks with createOption Empty".into(),
+            })?;
+        if !create_option.eq_ignore_ascii_case("Empty") {
+            return Err(ControlError::InvalidParameter {
+                name: "creationData.createOption".into(),
+                reason: format!("'{create_option}' is not supported yet; use Empty"),
+            });
+        }
+        let gb = size_gb(input.properties.disk_size_gb)?.ok_or_else(|| {
+            ControlError::InvalidParameter {
+                name: "diskSizeGB".into(),
+                reason: "is required for an empty disk".into(),
+            }
+        })?;
+        let (sku, tier) = sku_of(input.sku.as_ref().and_then(|s| s.name.as_deref()))?;
+        let encryption = encryption_of(input.properties.encryption.as_ref())?;
+        let set = self.check_encryption(&encryption, location)?;
+        let unique_id = Uuid::new_v4();
+        data.volumes.create(
+            unique_id,
+            gb * GIB,
+            encryption.layers().len(),
+            &|layer, dek| self.wrap_layer(unique_id, &encryption, set.as_ref(), layer, dek),
+        )?;
+        let (iops, mbps) = performance(sku, gb);
+        let mut properties = json!({
+            "creationData": {"createOption": "Empty"},
+            "diskSizeGB": gb,
+            "diskSizeBytes": gb * GIB,
+            "uniqueId": unique_id.to_string(),
+            "timeCreated": rfc3339(self.now()),
+            "provisioningState": "Succeeded",
+            "diskIOPSReadWrite": iops,
+            "diskMBpsReadWrite": mbps,
+            "encryption": encryption.to_json(),
+            "networkAccessPolicy": input.properties.network_access_policy.unwrap_or_else(|| "AllowAll".into()),
+            "publicNetworkAccess": input.properties.public_network_access.unwrap_or_else(|| "Enabled".into()),
+            "diskState": "Unattached",
+        });
+        if tier == "Premium" {
+            properties["tier"] = json!(premium_tier(gb));
+        }
+        if let Some(os) = input.properties.os_type {
+            properties["osType"] = json!(os);
+        }
+        if let Some(generation) = input.properties.hyper_v_generation {
+            properties["hyperVGeneration"] = json!(generation);
+        }
+        let body = json!({
+            "id": id,
+            "name": name,
+            "type": DISK_TYPE,
+            "location": location,
+            "tags": input.tags.unwrap_or_default(),
+            "sku": {"name": sku, "tier": tier},
+            "properties": properties,
+        });
+        if let Err(e) = self.store.put_resource(&ResourceRecord {
+            id,
+            resource_type: DISK_TYPE.into(),
+            body: body.clone(),
+        }) {
+            // Nothing refers to the new volume: do not leave it behind.
+            let _ = data.volumes.destroy(unique_id);
+            return Err(e.into());
+        }
+        Ok((body, true))
+    }
+
+    /// Updates tags, SKU and (grow only, while unattached) the size of a disk.
+    pub fn patch_disk(
+        &self,
+        subscription: &str,
+        group: &str,
+        name: &str,
+        patch: DiskPatch,
+    ) -> Result<Value, ControlError> {
+        let record = self.disk_record(subscription, group, name)?;
+        self.update_disk(record, patch)
+    }
+
+    fn update_disk(&self, record: ResourceRecord, patch: DiskPatch) -> Result<Value, ControlError> {
+        let mut body = record.body;
+        let name = body["name"].as_str().unwrap_or_default().to_string();
+        let current_gb = body["properties"]["diskSizeGB"].as_u64().unwrap_or(0);
+        if let Some(enc) = &patch.properties.encryption {
+            let wanted = encryption_of(Some(enc))?;
+            let current = DiskEncryption::of(&body);
+            if wanted != current {
+                self.change_encryption(&body, &current, &wanted)?;
+                body["properties"]["encryption"] = wanted.to_json();
+            }
+        }
+        if let Some(gb) = size_gb(patch.properties.disk_size_gb)?
+            && gb != current_gb
+        {
+            if gb < current_gb {
+                return Err(ControlError::OperationNotAllowed(format!(
+                    "Disk '{name}' is {current_gb} GiB; a disk can only grow, not shrink to {gb} GiB."
+                )));
+            }
+            let state = disk_state(&body);
+            if state != "Unattached" && state != "Reserved" {
+                return Err(ControlError::OperationNotAllowed(format!(
+                    "Disk '{name}' is {state}; it can be resized only while unattached or while its VM is deallocated. End its access (revoke-access) first."
+                )));
+            }
+            self.open_volume(&body)?
+                .resize(gb * GIB)
+                .map_err(ControlError::Volume)?;
+            body["properties"]["diskSizeGB"] = json!(gb);
+            body["properties"]["diskSizeBytes"] = json!(gb * GIB);
+            let sku = body["sku"]["name"].as_str().unwrap_or_default().to_string();
+            let (iops, mbps) = performance(&sku, gb);
+            body["properties"]["diskIOPSReadWrite"] = json!(iops);
+            body["properties"]["diskMBpsReadWrite"] = json!(mbps);
+            if body["properties"].get("tier").is_some() {
+                body["properties"]["tier"] = json!(premium_tier(gb));
+            }
+        }
+        if let Some(sku) = patch.sku.as_ref().and_then(|s| s.name.as_deref()) {
+            let (sku, tier) = sku_of(Some(sku))?;
+            body["sku"] = json!({"name": sku, "tier": tier});
+            let gb = body["properties"]["diskSizeGB"].as_u64().unwrap_or(0);
+            let props = body["properties"].as_object_mut().ok_or_else(|| {
+                ControlError::InvalidRequestContent("disk document without properties".into())
+            })?;
+            if tier == "Premium" {
+                props.insert("tier".into(), json!(premium_tier(gb)));
+            } else {
+                props.remove("tier");
+            }
+        }
+        if let Some(tags) = patch.tags {
+            body["tags"] = json!(tags);
+        }
+        self.store.put_resource(&ResourceRecord {
+            id: record.id,
+            resource_type: DISK_TYPE.into(),
+            body: body.clone(),
+        })?;
+        Ok(Self::present(body))
+    }
+
+    /// Deletes a disk and destroys its volume (wrapped DEKs and data). Returns `false` if there
+    /// was no such disk.
+    pub fn delete_disk(
+        &self,
+        subscription: &str,
+        group: &str,
+        name: &str,
+    ) -> Result<bool, ControlError> {
+        let record = match self.disk_record(subscription, group, name) {
+            Ok(r) => r,
+            Err(ControlError::ResourceNotFound { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if let Some(vm) = record.body["managedBy"].as_str() {
+            return Err(ControlError::OperationNotAllowed(format!(
+                "Disk '{name}' is attached to VM '{vm}'. Detach it before deleting it."
+            )));
+        }
+        if disk_state(&record.body) == "ActiveSAS" {
+            return Err(ControlError::OperationNotAllowed(format!(
+                "Disk '{name}' has an active access grant (diskState ActiveSAS). Revoke access (endGetAccess / `disk revoke-access`) before deleting it."
+            )));
+        }
+        self.destroy_disk(&record)?;
+        Ok(true)
+    }
+
+    /// Removes a disk record and destroys its volume, ending any grants (resource group
+    /// deletion).
+    pub(crate) fn destroy_disk(&self, record: &ResourceRecord) -> Result<(), ControlError> {
+        self.end_grants(&record.id);
+        self.store.delete_resource(&record.id)?;
+        if let (Ok(volume), Ok(data)) = (volume_of(&record.body), self.data()) {
+            data.volumes.destroy(volume)?;
+        }
+        Ok(())
+    }
+
+    /// Grants time-limited NBD access to a disk; returns the `accessSAS` URI.
+    pub fn grant_disk_access(
+        &self,
+        subscription: &str,
+        group: &str,
+        name: &str,
+        request: GrantAccessData,
+    ) -> Result<String, ControlError> {
+        let record = self.disk_record(subscription, group, name)?;
+        let data = self.data()?;
+        let uri = data
+            .nbd_uri
+            .as_deref()
+            .ok_or(ControlError::DataPlaneUnavailable)?;
+        let read_only = match request.access.to_ascii_lowercase().as_str() {
+            "read" => true,
+            "write" => false,
+            _ => {
+                return Err(ControlError::InvalidParameter {
+                    name: "access".into(),
+                    reason: format!("'{}' must be Read or Write", request.access),
+                });
+            }
+        };
+        let duration = request.duration_in_seconds.unwrap_or(3600);
+        if !(1..=MAX_GRANT_SECS).contains(&duration) {
+            return Err(ControlError::InvalidParameter {
+                name: "durationInSeconds".into(),
+                reason: format!("{duration} must be between 1 and {MAX_GRANT_SECS}"),
+            });
+        }
+        if let Some(vm) = record.body["managedBy"].as_str() {
+            return Err(ControlError::OperationNotAllowed(format!(
+                "Disk '{name}' is attached to VM '{vm}'; access can be granted only to an unattached disk or one whose VM is deallocated."
+            )));
+        }
+        // Check now that the disk's keys are usable, so a grant never hands out a dead export.
+        drop(self.open_volume(&record.body)?);
+        self.end_grants(&record.id);
+        let export =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(crypto::random::bytes::<24>()?);
+        let expires_at = self.now() + duration;
+        let access = if read_only { "Read" } else { "Write" };
+        let mut body = record.body;
+        body["internal"]["grants"] =
+            json!([{"export": export, "access": access, "expiresAt": expires_at}]);
+        body["properties"]["diskState"] = json!("ActiveSAS");
+        self.store.put_resource(&ResourceRecord {
+            id: record.id.clone(),
+            resource_type: DISK_TYPE.into(),
+            body,
+        })?;
+        data.grants().insert(
+            export.clone(),
+            LiveGrant {
+                disk_resource_id: record.id,
+                read_only,
+                expires_at,
+                revoked: CancellationToken::new(),
+            },
+        );
+        Ok(format!("{uri}/{export}"))
+    }
+
+    /// Ends every access grant of a disk: live NBD connections are closed.
+    pub fn revoke_disk_access(
+        &self,
+        subscription: &str,
+        group: &str,
+        name: &str,
+    ) -> Result<(), ControlError> {
+        let record = self.disk_record(subscription, group, name)?;
+        self.end_grants(&record.id);
+        self.clear_grants(record)
+    }
+
+    fn clear_grants(&self, record: ResourceRecord) -> Result<(), ControlError> {
+        let mut body = record.body;
+        if let Some(internal) = body["internal"].as_object_mut() {
+            internal.remove("grants");
+        }
+        if disk_state(&body) == "ActiveSAS" {
+            body["properties"]["diskState"] = json!("Unattached");
+        }
+        self.store.put_resource(&ResourceRecord {
+            id: record.id,
+            resource_type: DISK_TYPE.into(),
+            body,
+        })?;
+        Ok(())
+    }
+
+    /// Cancels the live grants of the disk `resource_id`.
+    fn end_grants(&self, resource_id: &str) {
+        let Ok(data) = self.data() else { return };
+        data.grants().retain(|_, g| {
+            let keep = !g.disk_resource_id.eq_ignore_ascii_case(resource_id);
+            if !keep {
+                g.revoked.cancel();
+            }
+            keep
+        });
+    }
+
+    /// Ends grants whose time is up (the scheduler calls this every second). Returns how many.
+    pub fn expire_disk_grants(&self) -> Result<usize, ControlError> {
+        let now = self.now();
+        let expired: Vec<String> = {
+            let Ok(data) = self.data() else { return Ok(0) };
+            data.grants()
+                .values()
+                .filter(|g| g.expires_at <= now)
+                .map(|g| g.disk_resource_id.clone())
+                .collect()
+        };
+        for id in &expired {
+            self.end_grants(id);
+            if let Some(record) = self.store.resource(id)? {
+                self.clear_grants(record)?;
+            }
+        }
+        Ok(expired.len())
+    }
+
+    /// What the NBD export `name` opens, if it is a live grant.
+    pub fn open_export(&self, name: &str) -> Result<Option<OpenExport>, ControlError> {
+        let data = self.data()?;
+        let Some(grant) = data.grants().get(name).cloned() else {
+            return Ok(None);
+        };
+        if grant.expires_at <= self.now() || grant.revoked.is_cancelled() {
+            return Ok(None);
+        }
+        let doc = self
+            .store
+            .resource(&grant.disk_resource_id)?
+            .ok_or_else(|| ControlError::ResourceNotFound {
+                resource_type: DISK_TYPE.into(),
+                name: grant
+                    .disk_resource_id
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .into(),
+                resource_group: String::new(),
+            })?;
+        let disk = self.open_volume(&doc.body)?;
+        Ok(Some(OpenExport {
+            disk,
+            read_only: grant.read_only,
+            revoked: grant.revoked,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::Fixture;
+
+    fn input(gb: i64) -> DiskInput {
+        serde_json::from_value(json!({
+            "location": "eastus",
+            "sku": {"name": "Premium_LRS"},
+            "properties": {"creationData": {"createOption": "Empty"}, "diskSizeGB": gb},
+        }))
+        .unwrap()
+    }
+
+    fn grant(access: &str) -> GrantAccessData {
+        GrantAccessData {
+            access: access.into(),
+            duration_in_seconds: Some(60),
+        }
+    }
+
+    #[test]
+    fn create_shows_platform_key_encryption_and_read_only_properties() {
+        let f = Fixture::with_data_plane();
+        let (disk, created) = f.plane.put_disk(&f.sub, "g", "d1", input(4)).unwrap();
+        assert!(created);
+        assert_eq!(disk["properties"]["encryption"]["type"], PLATFORM_KEY);
+        assert_eq!(disk["properties"]["diskSizeBytes"], 4 * GIB);
+        assert_eq!(disk["properties"]["diskState"], "Unattached");
+        assert_eq!(disk["properties"]["tier"], "P1");
+        assert_eq!(disk["sku"]["tier"], "Premium");
+        assert!(disk.get("internal").is_none());
+        let shown = f.plane.disk(&f.sub, "g", "d1").unwrap();
+        assert_eq!(
+            shown["properties"]["uniqueId"],
+            disk["properties"]["uniqueId"]
+        );
+    }
+
+    #[test]
+    fn platform_key_with_a_disk_encryption_set_is_invalid() {
+        let f = Fixture::with_data_plane();
+        let mut i = input(1);
+        i.properties.encryption = Some(EncryptionInput {
+            kind: Some(PLATFORM_KEY.into()),
+            disk_encryption_set_id: Some("/subscriptions/x/des".into()),
+        });
+        let err = f.plane.put_disk(&f.sub, "g", "d", i).unwrap_err();
+        assert!(
+            matches!(err, ControlError::InvalidParameter { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn grow_only_and_never_while_access_is_granted() {
+        let f = Fixture::with_data_plane();
+        f.plane.put_disk(&f.sub, "g", "d", input(2)).unwrap();
+        let shrink = DiskPatch {
+            properties: DiskInputProperties {
+                disk_size_gb: Some(1),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let err = f.plane.patch_disk(&f.sub, "g", "d", shrink).unwrap_err();
+        assert!(matches!(err, ControlError::OperationNotAllowed(_)), "{err}");
+        f.plane
+            .grant_disk_access(&f.sub, "g", "d", grant("Write"))
+            .unwrap();
+        let grow = || DiskPatch {
+            properties: DiskInputProperties {
+                disk_size_gb: Some(3),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let err = f.plane.patch_disk(&f.sub, "g", "d", grow()).unwrap_err();
+        assert!(matches!(err, ControlError::OperationNotAllowed(_)), "{err}");
+        f.plane.revoke_disk_access(&f.sub, "g", "d").unwrap();
+        let disk = f.plane.patch_disk(&f.sub, "g", "d", grow()).unwrap();
+        assert_eq!(disk["properties"]["diskSizeGB"], 3);
+    }
+
+    #[test]
+    fn grant_opens_an_export_until_revoked_or_expired() {
+        let f = Fixture::with_data_plane();
+        f.plane.put_disk(&f.sub, "g", "d", input(1)).unwrap();
+        let sas = f
+            .plane
+            .grant_disk_access(&f.sub, "g", "d", grant("Read"))
+            .unwrap();
+        let export = sas.rsplit('/').next().unwrap().to_string();
+        assert!(sas.starts_with("nbds://localhost:10809/"), "{sas}");
+        assert!(export.len() >= 32);
+        assert_eq!(
+            f.plane.disk(&f.sub, "g", "d").unwrap()["properties"]["diskState"],
+            "ActiveSAS"
+        );
+        let open = f.plane.open_export(&export).unwrap().unwrap();
+        assert!(open.read_only);
+        assert!(f.plane.open_export("not-an-export").unwrap().is_none());
+        let err = f.plane.delete_disk(&f.sub, "g", "d").unwrap_err();
+        assert!(matches!(err, ControlError::OperationNotAllowed(_)), "{err}");
+
+        f.plane.revoke_disk_access(&f.sub, "g", "d").unwrap();
+        assert!(open.revoked.is_cancelled());
+        assert!(f.plane.open_export(&export).unwrap().is_none());
+        assert_eq!(
+            f.plane.disk(&f.sub, "g", "d").unwrap()["properties"]["diskState"],
+            "Unattached"
+        );
+
+        let sas = f
+            .plane
+            .grant_disk_access(&f.sub, "g", "d", grant("Write"))
+            .unwrap();
+        let export = sas.rsplit('/').next().unwrap().to_string();
+        let open = f.plane.open_export(&export).unwrap().unwrap();
+        f.advance(61);
+        assert_eq!(f.plane.expire_disk_grants().unwrap(), 1);
+        assert!(open.revoked.is_cancelled());
+        assert!(f.plane.open_export(&export).unwrap().is_none());
+        assert_eq!(
+            f.plane.disk(&f.sub, "g", "d").unwrap()["properties"]["diskState"],
+            "Unattached"
+        );
+        assert!(f.plane.delete_disk(&f.sub, "g", "d").unwrap());
+        assert!(!f.plane.delete_disk(&f.sub, "g", "d").unwrap());
+    }
+
+    #[test]
+    fn delete_destroys_the_volume() {
+        let f = Fixture::with_data_plane();
+        let (disk, _) = f.plane.put_disk(&f.sub, "g", "d", input(1)).unwrap();
+        let volume: Uuid = disk["properties"]["uniqueId"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        drop(f.plane.open_volume(&disk).unwrap());
+        assert!(f.plane.delete_disk(&f.sub, "g", "d").unwrap());
+        assert!(f.plane.data().unwrap().volumes.header(volume).is_err());
+    }
+}
