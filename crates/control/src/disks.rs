@@ -18,7 +18,9 @@ use uuid::Uuid;
 use blockstore::{Disk, WrapLayer, XtsKey};
 
 use crate::deployment::rfc3339;
-use crate::encryption_sets::{CUSTOMER_KEY, CUSTOMER_WRAP_ALGORITHM, PLATFORM_AND_CUSTOMER_KEYS};
+use crate::encryption_sets::{
+    CUSTOMER_KEY, CUSTOMER_WRAP_ALGORITHM, KeyUrl, PLATFORM_AND_CUSTOMER_KEYS,
+};
 use crate::keys::CryptoOp;
 use crate::store::{ResourceQuery, ResourceRecord};
 use crate::volumes::PLATFORM_KEY_ID;
@@ -398,16 +400,15 @@ impl ControlPlane {
             let encryption = DiskEncryption::of(&body);
             let disk = self.open_volume(&body)?;
             let header = disk.header();
-            if !header
-                .layers
-                .iter()
-                .any(|l| l.key_id.starts_with("https://") && l.key_id != key_url)
-            {
+            let stale = |l: &WrapLayer| {
+                l.key_id != PLATFORM_KEY_ID && !KeyUrl::same_key(&l.key_id, &key_url)
+            };
+            if !header.layers.iter().any(stale) {
                 continue;
             }
             let mut layers = Vec::with_capacity(header.layers.len());
             for (layer, old) in header.layers.iter().enumerate() {
-                if old.key_id == key_url || old.key_id == PLATFORM_KEY_ID {
+                if !stale(old) {
                     layers.push(old.clone());
                     continue;
                 }
@@ -881,6 +882,7 @@ impl ControlPlane {
             )));
         }
         // Check now that the disk's keys are usable, so a grant never hands out a dead export.
+        self.refuse_unusable_key(&record.body)?;
         drop(self.open_volume(&record.body)?);
         self.end_grants(&record.id);
         let export =
@@ -948,6 +950,73 @@ impl ControlPlane {
         });
     }
 
+    /// Why a disk's customer key cannot be used now (`None`: it can, or the disk has none).
+    fn customer_key_problem(&self, disk: &Value) -> Result<Option<String>, ControlError> {
+        let encryption = DiskEncryption::of(disk);
+        let Some(set_id) = &encryption.set else {
+            return Ok(None);
+        };
+        let set = match self.des_by_id(set_id) {
+            Ok(set) => set,
+            Err(_) => {
+                return Ok(Some(format!(
+                    "its disk encryption set '{set_id}' was deleted"
+                )));
+            }
+        };
+        let header = self.data()?.volumes.header(volume_of(disk)?)?;
+        for layer in header.layers.iter().filter(|l| l.key_id != PLATFORM_KEY_ID) {
+            if let Some(problem) = self.des_key_problem(&set, &layer.key_id)? {
+                return Ok(Some(problem));
+            }
+        }
+        Ok(None)
+    }
+
+    fn refuse_unusable_key(&self, disk: &Value) -> Result<(), ControlError> {
+        match self.customer_key_problem(disk)? {
+            None => Ok(()),
+            Some(reason) => Err(ControlError::DiskEncryptionSetKeyUnusable {
+                set: DiskEncryption::of(disk)
+                    .set
+                    .as_deref()
+                    .and_then(|s| s.rsplit('/').next())
+                    .unwrap_or_default()
+                    .to_string(),
+                reason,
+            }),
+        }
+    }
+
+    /// Ends the grants of disks whose customer key can no longer be used (disabled, expired or
+    /// deleted key, or the set's identity lost its permission): their NBD connections close
+    /// and their DEKs leave memory. Returns `(disk id, reason)` for each disk cut off.
+    pub fn enforce_key_revocations(&self) -> Result<Vec<(String, String)>, ControlError> {
+        let Ok(data) = self.data() else {
+            return Ok(Vec::new());
+        };
+        let mut disks: Vec<String> = data
+            .grants()
+            .values()
+            .map(|g| g.disk_resource_id.clone())
+            .collect();
+        disks.sort();
+        disks.dedup();
+        let mut cut = Vec::new();
+        for disk_id in disks {
+            let Some(record) = self.store.resource(&disk_id)? else {
+                continue;
+            };
+            let problem = self.customer_key_problem(&record.body)?;
+            if let Some(reason) = problem {
+                self.end_grants(&disk_id);
+                self.clear_grants(record)?;
+                cut.push((disk_id, reason));
+            }
+        }
+        Ok(cut)
+    }
+
     /// Ends grants whose time is up (the scheduler calls this every second). Returns how many.
     pub fn expire_disk_grants(&self) -> Result<usize, ControlError> {
         let now = self.now();
@@ -990,6 +1059,7 @@ impl ControlPlane {
                     .into(),
                 resource_group: String::new(),
             })?;
+        self.refuse_unusable_key(&doc.body)?;
         let disk = self.open_volume(&doc.body)?;
         Ok(Some(OpenExport {
             disk,

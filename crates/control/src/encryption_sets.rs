@@ -104,6 +104,19 @@ impl KeyUrl {
         })
     }
 
+    /// Whether two key URLs name the same key version (host names and ports aside: the vault
+    /// name, key name and version decide).
+    pub fn same_key(a: &str, b: &str) -> bool {
+        match (Self::parse(a), Self::parse(b)) {
+            (Some(a), Some(b)) => {
+                a.vault.eq_ignore_ascii_case(&b.vault)
+                    && a.key.eq_ignore_ascii_case(&b.key)
+                    && a.version == b.version
+            }
+            _ => a == b,
+        }
+    }
+
     pub fn versioned(&self, version: &str) -> String {
         format!("{}/keys/{}/{version}", self.vault_url, self.key)
     }
@@ -391,7 +404,7 @@ impl ControlPlane {
         };
         let now = rfc3339(self.now());
         let old_key = old.and_then(|o| o["activeKey"]["keyUrl"].as_str());
-        let key_changed = old_key.is_some_and(|k| !k.eq_ignore_ascii_case(&key_url));
+        let key_changed = old_key.is_some_and(|k| !KeyUrl::same_key(k, &key_url));
         let (principal_id, created) = match existing
             .as_ref()
             .and_then(|e| e["identity"]["principalId"].as_str())
@@ -599,6 +612,125 @@ impl ControlPlane {
     }
 }
 
+impl ControlPlane {
+    /// Why set `des` cannot unwrap with `key_url` now, `None` if it can: the key version is
+    /// deleted, disabled, expired or not yet valid, or the set's identity lost its permission.
+    pub(crate) fn des_key_problem(
+        &self,
+        des: &Value,
+        key_url: &str,
+    ) -> Result<Option<String>, ControlError> {
+        let Some(url) = KeyUrl::parse(key_url) else {
+            return Ok(Some(format!("'{key_url}' is not a key URL")));
+        };
+        let Some(vault_doc) = self.vault_by_name(&url.vault)? else {
+            return Ok(Some(format!("the key vault '{}' was deleted", url.vault)));
+        };
+        let identity: Option<ObjectId> = des["identity"]["principalId"]
+            .as_str()
+            .and_then(|p| p.parse().ok());
+        let Some(identity) = identity else {
+            return Ok(Some("the set has no identity".into()));
+        };
+        if self.key_access(&vault_doc, identity, "unwrapKey")? != KeyAccess::Allowed {
+            return Ok(Some(format!(
+                "the identity {identity} of the set may no longer unwrap with keys of vault '{}'",
+                url.vault
+            )));
+        }
+        let vault = VaultRef {
+            name: vault_doc["name"].as_str().unwrap_or(&url.vault).to_string(),
+            url: url.vault_url.clone(),
+            doc: vault_doc,
+        };
+        let rec = match self.key_record(&vault, &url.key, url.version.as_deref()) {
+            Ok(rec) => rec,
+            Err(ControlError::KeyNotFound(_)) => {
+                return Ok(Some(format!("the key '{}' was deleted", url.key)));
+            }
+            Err(e) => return Err(e),
+        };
+        let attrs = &rec.body["attributes"];
+        let now = self.now();
+        Ok(if attrs["enabled"].as_bool() == Some(false) {
+            Some(format!("the key '{}' is disabled", url.key))
+        } else if attrs["exp"].as_i64().is_some_and(|e| e <= now) {
+            Some(format!("the key '{}' has expired", url.key))
+        } else if attrs["nbf"].as_i64().is_some_and(|n| n > now) {
+            Some(format!("the key '{}' is not valid yet", url.key))
+        } else {
+            None
+        })
+    }
+
+    /// Moves sets with `rotationToLatestKeyVersionEnabled` to their key's newest version and
+    /// re-wraps their disks. Returns the ids of the sets moved.
+    pub fn rotate_sets_to_latest_keys(&self) -> Result<Vec<String>, ControlError> {
+        let sets = self.store.resources(&ResourceQuery {
+            resource_type: Some(DES_TYPE),
+            ..Default::default()
+        })?;
+        let mut moved = Vec::new();
+        for record in sets {
+            let props = &record.body["properties"];
+            if props["rotationToLatestKeyVersionEnabled"].as_bool() != Some(true) {
+                continue;
+            }
+            let Some(url) = props["activeKey"]["keyUrl"]
+                .as_str()
+                .and_then(KeyUrl::parse)
+            else {
+                continue;
+            };
+            let Some(vault_doc) = self.vault_by_name(&url.vault)? else {
+                continue;
+            };
+            let vault = VaultRef {
+                name: vault_doc["name"].as_str().unwrap_or(&url.vault).to_string(),
+                url: url.vault_url.clone(),
+                doc: vault_doc,
+            };
+            let Ok(latest) = self.key_record(&vault, &url.key, None) else {
+                continue;
+            };
+            if url.version.as_deref() == Some(latest.version.as_str()) {
+                continue;
+            }
+            let mut body = record.body.clone();
+            let old = body["properties"]["activeKey"].clone();
+            body["properties"]["activeKey"]["keyUrl"] = json!(url.versioned(&latest.version));
+            body["properties"]["previousKeys"] = json!([old]);
+            body["properties"]["lastKeyRotationTimestamp"] = json!(rfc3339(self.now()));
+            self.store.put_resource(&ResourceRecord {
+                id: record.id.clone(),
+                resource_type: DES_TYPE.into(),
+                body: body.clone(),
+            })?;
+            let result = self.rewrap_des_volumes(&record.id);
+            body["properties"]["previousKeys"] = json!([]);
+            match result {
+                Ok(_) => {
+                    if let Some(props) = body["properties"].as_object_mut() {
+                        props.remove("autoKeyRotationError");
+                    }
+                }
+                Err(e) => {
+                    body["properties"]["previousKeys"] = json!([old]);
+                    body["properties"]["autoKeyRotationError"] =
+                        json!({"code": "KeyRotationFailed", "message": e.to_string()});
+                }
+            }
+            self.store.put_resource(&ResourceRecord {
+                id: record.id.clone(),
+                resource_type: DES_TYPE.into(),
+                body,
+            })?;
+            moved.push(record.id);
+        }
+        Ok(moved)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -620,5 +752,13 @@ mod tests {
         assert!(KeyUrl::parse("http://kv1.vault.localhost/keys/k1/v").is_none());
         assert!(KeyUrl::parse("https://localhost/keys/k1/v").is_none());
         assert!(KeyUrl::parse("https://kv.vault.x/keys/k/v/extra").is_none());
+        assert!(KeyUrl::same_key(
+            "https://KV1.vault.localhost:1/keys/k1/ab",
+            "https://kv1.vault.localhost:2/keys/K1/ab"
+        ));
+        assert!(!KeyUrl::same_key(
+            "https://kv1.vault.localhost:1/keys/k1/ab",
+            "https://kv1.vault.localhost:1/keys/k1/cd"
+        ));
     }
 }

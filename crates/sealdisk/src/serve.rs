@@ -203,24 +203,60 @@ async fn run(args: ServeArgs) -> Result<()> {
         ));
     }
     tokio::spawn(rotation_scheduler(state.clone()));
-    tokio::spawn(grant_expiry(state.clone()));
+    tokio::spawn(disk_watch(state.clone()));
     api::server::serve(listeners, tls, api::router(state), shutdown_signal()).await;
     stop.cancel();
     tracing::info!("sealdisk stopped");
     Ok(())
 }
 
-/// Ends disk access grants whose duration is over, closing their NBD connections.
-async fn grant_expiry(state: Arc<AppState>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+/// How often disk access is re-checked: expired grants, and customer keys that were disabled,
+/// deleted, expired or de-authorized (their disks are cut off within this period).
+const DISK_WATCH: std::time::Duration = std::time::Duration::from_millis(250);
+/// Disk encryption sets with automatic rotation look for new key versions every this many
+/// watch periods (2 s).
+const SET_ROTATION_EVERY: u32 = 8;
+
+/// Ends expired grants, cuts off disks whose customer key became unusable, and moves disk
+/// encryption sets with automatic rotation to their key's newest version.
+async fn disk_watch(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(DISK_WATCH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut round: u32 = 0;
     loop {
         tick.tick().await;
+        round = round.wrapping_add(1);
         let control = state.control.clone();
-        match tokio::task::spawn_blocking(move || control.expire_disk_grants()).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(grants = n, "disk access grants expired"),
-            Ok(Err(e)) => tracing::error!(error = %e, "expiring disk access grants failed"),
-            Err(e) => tracing::error!(error = %e, "grant expiry task failed"),
+        let rotate = round % SET_ROTATION_EVERY == 0;
+        let result = tokio::task::spawn_blocking(move || {
+            let expired = control.expire_disk_grants()?;
+            let cut = control.enforce_key_revocations()?;
+            let rotated = if rotate {
+                control.rotate_sets_to_latest_keys()?
+            } else {
+                Vec::new()
+            };
+            Ok::<_, control::ControlError>((expired, cut, rotated))
+        })
+        .await;
+        match result {
+            Ok(Ok((expired, cut, rotated))) => {
+                if expired > 0 {
+                    tracing::info!(grants = expired, "disk access grants expired");
+                }
+                for (disk, reason) in cut {
+                    tracing::warn!(
+                        disk,
+                        reason,
+                        "disk cut off: its customer key cannot be used"
+                    );
+                }
+                for set in rotated {
+                    tracing::info!(set, "disk encryption set moved to its key's newest version");
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "disk watch failed"),
+            Err(e) => tracing::error!(error = %e, "disk watch task failed"),
         }
     }
 }
