@@ -227,7 +227,7 @@ async fn disk_watch(state: Arc<AppState>) {
         tick.tick().await;
         round = round.wrapping_add(1);
         let control = state.control.clone();
-        let rotate = round % SET_ROTATION_EVERY == 0;
+        let rotate = round.is_multiple_of(SET_ROTATION_EVERY);
         let result = tokio::task::spawn_blocking(move || {
             let expired = control.expire_disk_grants()?;
             let cut = control.enforce_key_revocations()?;
