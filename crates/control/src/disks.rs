@@ -115,6 +115,8 @@ pub struct GrantAccessData {
 #[derive(Debug, Clone)]
 struct LiveGrant {
     disk_resource_id: String,
+    /// The VM whose running state this export serves; `None` for an access grant.
+    vm: Option<String>,
     read_only: bool,
     expires_at: i64,
     revoked: CancellationToken,
@@ -352,6 +354,7 @@ impl ControlPlane {
                             export.to_string(),
                             LiveGrant {
                                 disk_resource_id: r.id.clone(),
+                                vm: None,
                                 read_only: g["access"] == "Read",
                                 expires_at,
                                 revoked: CancellationToken::new(),
@@ -902,6 +905,7 @@ impl ControlPlane {
             export.clone(),
             LiveGrant {
                 disk_resource_id: record.id,
+                vm: None,
                 read_only,
                 expires_at,
                 revoked: CancellationToken::new(),
@@ -939,7 +943,7 @@ impl ControlPlane {
     }
 
     /// Cancels the live grants of the disk `resource_id`.
-    fn end_grants(&self, resource_id: &str) {
+    pub(crate) fn end_grants(&self, resource_id: &str) {
         let Ok(data) = self.data() else { return };
         data.grants().retain(|_, g| {
             let keep = !g.disk_resource_id.eq_ignore_ascii_case(resource_id);
@@ -973,7 +977,7 @@ impl ControlPlane {
         Ok(None)
     }
 
-    fn refuse_unusable_key(&self, disk: &Value) -> Result<(), ControlError> {
+    pub(crate) fn refuse_unusable_key(&self, disk: &Value) -> Result<(), ControlError> {
         match self.customer_key_problem(disk)? {
             None => Ok(()),
             Some(reason) => Err(ControlError::DiskEncryptionSetKeyUnusable {
@@ -986,6 +990,94 @@ impl ControlPlane {
                 reason,
             }),
         }
+    }
+
+    /// Exports a disk of a running VM over NBD; returns the export URI. The export lives until
+    /// the VM is stopped or deallocated (or its key revoked); it is not persisted.
+    pub(crate) fn export_for_vm(
+        &self,
+        disk: &ResourceRecord,
+        vm_id: &str,
+    ) -> Result<String, ControlError> {
+        let data = self.data()?;
+        let uri = data
+            .nbd_uri
+            .as_deref()
+            .ok_or(ControlError::DataPlaneUnavailable)?;
+        self.refuse_unusable_key(&disk.body)?;
+        drop(self.open_volume(&disk.body)?);
+        let export =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(crypto::random::bytes::<24>()?);
+        data.grants().insert(
+            export.clone(),
+            LiveGrant {
+                disk_resource_id: disk.id.clone(),
+                vm: Some(vm_id.to_string()),
+                read_only: false,
+                expires_at: i64::MAX,
+                revoked: CancellationToken::new(),
+            },
+        );
+        Ok(format!("{uri}/{export}"))
+    }
+
+    /// The NBD URIs of a VM's exports, by disk id.
+    pub(crate) fn vm_exports(&self, vm_id: &str) -> Vec<(String, String)> {
+        let Ok(data) = self.data() else {
+            return Vec::new();
+        };
+        let uri = data.nbd_uri.clone().unwrap_or_default();
+        data.grants()
+            .iter()
+            .filter(|(_, g)| {
+                g.vm.as_deref()
+                    .is_some_and(|v| v.eq_ignore_ascii_case(vm_id))
+            })
+            .map(|(name, g)| (g.disk_resource_id.clone(), format!("{uri}/{name}")))
+            .collect()
+    }
+
+    /// Ends the exports of a VM (stop, deallocate): connections close, DEKs leave memory.
+    pub(crate) fn end_vm_exports(&self, vm_id: &str) {
+        let Ok(data) = self.data() else { return };
+        data.grants().retain(|_, g| {
+            let keep = !g
+                .vm
+                .as_deref()
+                .is_some_and(|v| v.eq_ignore_ascii_case(vm_id));
+            if !keep {
+                g.revoked.cancel();
+            }
+            keep
+        });
+    }
+
+    /// Records that a disk is attached to `vm` (or detached with `None`) in `state`.
+    pub(crate) fn set_disk_attachment(
+        &self,
+        disk_id: &str,
+        vm: Option<&str>,
+        state: &str,
+    ) -> Result<ResourceRecord, ControlError> {
+        let mut record = self
+            .store
+            .resource(disk_id)?
+            .filter(|r| r.resource_type.eq_ignore_ascii_case(DISK_TYPE))
+            .ok_or_else(|| ControlError::InvalidParameter {
+                name: "managedDisk.id".into(),
+                reason: format!("the disk '{disk_id}' does not exist"),
+            })?;
+        match vm {
+            Some(vm) => record.body["managedBy"] = json!(vm),
+            None => {
+                if let Some(o) = record.body.as_object_mut() {
+                    o.remove("managedBy");
+                }
+            }
+        }
+        record.body["properties"]["diskState"] = json!(state);
+        self.store.put_resource(&record)?;
+        Ok(record)
     }
 
     /// Ends the grants of disks whose customer key can no longer be used (disabled, expired or
@@ -1009,8 +1101,12 @@ impl ControlPlane {
             };
             let problem = self.customer_key_problem(&record.body)?;
             if let Some(reason) = problem {
+                let vm = record.body["managedBy"].as_str().map(str::to_string);
                 self.end_grants(&disk_id);
                 self.clear_grants(record)?;
+                if let Some(vm) = vm {
+                    self.stop_vm_for_key(&vm, &disk_id, &reason)?;
+                }
                 cut.push((disk_id, reason));
             }
         }

@@ -18,6 +18,7 @@ pub mod store;
 #[cfg(test)]
 mod testing;
 pub mod vaults;
+pub mod vms;
 pub mod volumes;
 
 pub use authz::{RoleAssignment, RoleDefinition, RolePermission, builtin_roles, permits};

@@ -203,6 +203,14 @@ async fn run(args: ServeArgs) -> Result<()> {
         ));
     }
     tokio::spawn(rotation_scheduler(state.clone()));
+    match state.control.resume_running_vms() {
+        Ok(failed) => {
+            for (vm, error) in failed {
+                tracing::warn!(vm, error, "a running VM could not resume; it is stopped");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "resuming running VMs failed"),
+    }
     tokio::spawn(disk_watch(state.clone()));
     api::server::serve(listeners, tls, api::router(state), shutdown_signal()).await;
     stop.cancel();

@@ -56,6 +56,7 @@ const PROVIDERS: &[(&str, &[&str])] = &[
         &[
             "disks",
             "diskEncryptionSets",
+            "virtualMachines",
             "locations/operations",
             "locations/diskOperations",
         ],

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use control::disks::{DiskInput, DiskPatch, GrantAccessData};
 use control::encryption_sets::EncryptionSetInput;
 use control::operations::Outcome;
+use control::vms::{VmAction, VmInput};
 use serde_json::json;
 
 use super::{Req, list, ok};
@@ -22,6 +23,10 @@ const DISK_WRITE: &str = "Microsoft.Compute/disks/write";
 const DISK_DELETE: &str = "Microsoft.Compute/disks/delete";
 const DISK_GRANT: &str = "Microsoft.Compute/disks/beginGetAccess/action";
 const DISK_REVOKE: &str = "Microsoft.Compute/disks/endGetAccess/action";
+const VM_READ: &str = "Microsoft.Compute/virtualMachines/read";
+const VM_WRITE: &str = "Microsoft.Compute/virtualMachines/write";
+const VM_DELETE: &str = "Microsoft.Compute/virtualMachines/delete";
+const VM_VIEW: &str = "Microsoft.Compute/virtualMachines/instanceView/read";
 const DES_READ: &str = "Microsoft.Compute/diskEncryptionSets/read";
 const DES_WRITE: &str = "Microsoft.Compute/diskEncryptionSets/write";
 const DES_DELETE: &str = "Microsoft.Compute/diskEncryptionSets/delete";
@@ -56,6 +61,9 @@ pub fn route_group(
     let is = |i: usize, w: &str| rest.get(i).is_some_and(|s| s.eq_ignore_ascii_case(w));
     if is(0, "diskEncryptionSets") {
         return encryption_sets(state, req, caller, sub, group, rest);
+    }
+    if is(0, "virtualMachines") {
+        return virtual_machines(state, req, caller, sub, group, rest);
     }
     if !is(0, "disks") {
         return Err(ApiError::NoRegisteredProvider(format!(
@@ -111,6 +119,106 @@ pub fn route_group(
         (3, &Method::POST) if is(2, "endGetAccess") => {
             authorize(state, caller, DISK_REVOKE, &scope)?;
             state.control.revoke_disk_access(sub, group, name)?;
+            accepted(state, req, &scope, Some(json!(null)))
+        }
+        (_, m) => Err(ApiError::MethodNotAllowed(format!(
+            "{m} on {NAMESPACE}/{}",
+            rest.join("/")
+        ))),
+    }
+}
+
+/// A finished operation answered with `status` and the resource, plus the operation headers.
+fn done_with_body(
+    state: &AppState,
+    req: &Req,
+    status: StatusCode,
+    body: serde_json::Value,
+) -> ApiResult<Response> {
+    let id = body["id"].as_str().unwrap_or_default().to_string();
+    let mut response = accepted(state, req, &id, None)?;
+    *response.status_mut() = status;
+    let headers = std::mem::take(response.headers_mut());
+    let mut out = super::with_status(status, body);
+    out.headers_mut().extend(headers);
+    Ok(out)
+}
+
+/// `.../virtualMachines[/{name}[/instanceView | /{action}]]`.
+fn virtual_machines(
+    state: &AppState,
+    req: &Req,
+    caller: &Caller,
+    sub: &str,
+    group: &str,
+    rest: &[String],
+) -> ApiResult<Response> {
+    let group_scope = format!(
+        "{}/resourceGroups/{group}",
+        state.control.subscription_scope()
+    );
+    let m = &req.method;
+    if rest.len() == 1 {
+        if m != Method::GET {
+            return Err(ApiError::MethodNotAllowed(m.to_string()));
+        }
+        authorize(state, caller, VM_READ, &group_scope)?;
+        return Ok(list(state.control.vms(sub, Some(group))?));
+    }
+    let name = &rest[1];
+    let scope = format!("{group_scope}/providers/Microsoft.Compute/virtualMachines/{name}");
+    let is = |i: usize, w: &str| rest.get(i).is_some_and(|s| s.eq_ignore_ascii_case(w));
+    match (rest.len(), m) {
+        (2, &Method::GET) => {
+            authorize(state, caller, VM_READ, &scope)?;
+            let mut vm = state.control.vm(sub, group, name)?;
+            if req
+                .query("$expand")
+                .is_some_and(|e| e.eq_ignore_ascii_case("instanceView"))
+            {
+                vm["properties"]["instanceView"] =
+                    state.control.vm_instance_view(sub, group, name)?;
+            }
+            Ok(ok(vm))
+        }
+        (2, &Method::PUT) => {
+            authorize(state, caller, VM_WRITE, &scope)?;
+            let input: VmInput = req.json()?;
+            let (vm, created) = state.control.put_vm(sub, group, name, input)?;
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            done_with_body(state, req, status, vm)
+        }
+        (2, &Method::DELETE) => {
+            authorize(state, caller, VM_DELETE, &scope)?;
+            Ok(if state.control.delete_vm(sub, group, name)? {
+                StatusCode::OK.into_response()
+            } else {
+                StatusCode::NO_CONTENT.into_response()
+            })
+        }
+        (3, &Method::GET) if is(2, "instanceView") => {
+            authorize(state, caller, VM_VIEW, &scope)?;
+            Ok(ok(state.control.vm_instance_view(sub, group, name)?))
+        }
+        (3, &Method::POST) => {
+            let action: VmAction = rest[2].parse()?;
+            let verb = match action {
+                VmAction::Start => "start",
+                VmAction::PowerOff => "powerOff",
+                VmAction::Deallocate => "deallocate",
+                VmAction::Restart => "restart",
+            };
+            authorize(
+                state,
+                caller,
+                &format!("Microsoft.Compute/virtualMachines/{verb}/action"),
+                &scope,
+            )?;
+            state.control.vm_action(sub, group, name, action)?;
             accepted(state, req, &scope, Some(json!(null)))
         }
         (_, m) => Err(ApiError::MethodNotAllowed(format!(
@@ -204,6 +312,19 @@ pub fn route_subscription(
                     .is_authorized(caller.claims.oid, DISK_READ, id, false)?
                 {
                     out.push(disk);
+                }
+            }
+            Ok(list(out))
+        }
+        (1, &Method::GET) if is(0, "virtualMachines") => {
+            let mut out = Vec::new();
+            for vm in state.control.vms(sub, None)? {
+                let id = vm["id"].as_str().unwrap_or_default();
+                if state
+                    .control
+                    .is_authorized(caller.claims.oid, VM_READ, id, false)?
+                {
+                    out.push(vm);
                 }
             }
             Ok(list(out))

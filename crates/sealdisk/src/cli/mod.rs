@@ -93,6 +93,9 @@ pub enum Command {
     /// Manage disk encryption sets (customer-managed keys for disks).
     #[command(subcommand)]
     DiskEncryptionSet(commands::encryption_set::EncryptionSetCommand),
+    /// Manage virtual machines and their disks.
+    #[command(subcommand)]
+    Vm(commands::vm::VmCommand),
 }
 
 /// `--subscription`, on commands that work inside one subscription.

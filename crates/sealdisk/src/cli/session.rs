@@ -36,6 +36,8 @@ pub mod api_version {
     pub const DISKS: &str = "2025-01-02";
     /// Disk encryption sets.
     pub const DISK_ENCRYPTION_SETS: &str = "2023-04-02";
+    /// Virtual machines.
+    pub const VIRTUAL_MACHINES: &str = "2025-04-01";
 }
 
 /// Current Unix time in seconds.

@@ -9,6 +9,7 @@ pub mod group;
 pub mod keyvault;
 pub mod login;
 pub mod role;
+pub mod vm;
 
 use serde_json::Value;
 
@@ -28,6 +29,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> CliResult<Outcome> {
         Command::Keyvault(cmd) => keyvault::run(ctx, cmd).await,
         Command::Disk(cmd) => disk::run(ctx, cmd).await,
         Command::DiskEncryptionSet(cmd) => encryption_set::run(ctx, cmd).await,
+        Command::Vm(cmd) => vm::run(ctx, cmd).await,
     }
 }
 
