@@ -22,9 +22,9 @@ use crate::encryption_sets::{
     CUSTOMER_KEY, CUSTOMER_WRAP_ALGORITHM, KeyUrl, PLATFORM_AND_CUSTOMER_KEYS,
 };
 use crate::keys::CryptoOp;
+use crate::snapshots::SNAPSHOT_TYPE;
 use crate::store::{ResourceQuery, ResourceRecord};
-use crate::volumes::PLATFORM_KEY_ID;
-use crate::volumes::Volumes;
+use crate::volumes::{PLATFORM_KEY_ID, Volumes};
 use crate::{ControlError, ControlPlane};
 
 pub const DISK_TYPE: &str = "Microsoft.Compute/disks";
@@ -82,6 +82,17 @@ pub struct DiskInputProperties {
 #[serde(rename_all = "camelCase")]
 pub struct CreationData {
     pub create_option: String,
+    #[serde(default)]
+    pub source_resource_id: Option<String>,
+    #[serde(default)]
+    pub image_reference: Option<ImageReference>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ImageReference {
+    pub id: Option<String>,
+    #[serde(default)]
+    pub lun: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -215,7 +226,7 @@ impl DiskEncryption {
         }
     }
 
-    fn of(doc: &Value) -> Self {
+    pub(crate) fn of(doc: &Value) -> Self {
         let enc = &doc["properties"]["encryption"];
         Self {
             kind: ENCRYPTION_TYPES
@@ -227,7 +238,7 @@ impl DiskEncryption {
         }
     }
 
-    fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         match &self.set {
             Some(set) => json!({"type": self.kind, "diskEncryptionSetId": set}),
             None => json!({"type": self.kind}),
@@ -236,7 +247,7 @@ impl DiskEncryption {
 
     /// The volume's layers, innermost first: the customer key's layer is applied to the
     /// plaintext, the platform key's layer (double encryption) to its ciphertext.
-    fn layers(&self) -> Vec<LayerKey> {
+    pub(crate) fn layers(&self) -> Vec<LayerKey> {
         match self.kind {
             PLATFORM_KEY => vec![LayerKey::Platform],
             PLATFORM_AND_CUSTOMER_KEYS => vec![LayerKey::Customer, LayerKey::Platform],
@@ -246,13 +257,15 @@ impl DiskEncryption {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LayerKey {
+pub(crate) enum LayerKey {
     Platform,
     Customer,
 }
 
 /// Parses the `encryption` of a request (no request: platform key).
-fn encryption_of(input: Option<&EncryptionInput>) -> Result<DiskEncryption, ControlError> {
+pub(crate) fn encryption_of(
+    input: Option<&EncryptionInput>,
+) -> Result<DiskEncryption, ControlError> {
     let Some(enc) = input else {
         return Ok(DiskEncryption::platform());
     };
@@ -325,7 +338,7 @@ fn disk_state(doc: &Value) -> &str {
         .unwrap_or("Unattached")
 }
 
-fn volume_of(doc: &Value) -> Result<Uuid, ControlError> {
+pub(crate) fn volume_of(doc: &Value) -> Result<Uuid, ControlError> {
     doc["properties"]["uniqueId"]
         .as_str()
         .and_then(|s| s.parse().ok())
@@ -335,10 +348,14 @@ fn volume_of(doc: &Value) -> Result<Uuid, ControlError> {
 impl ControlPlane {
     /// Attaches the data plane (volumes and the NBD endpoint) and loads persisted grants.
     pub fn with_data_plane(mut self, data: DataPlane) -> Result<Self, ControlError> {
-        let records = self.store.resources(&ResourceQuery {
+        let mut records = self.store.resources(&ResourceQuery {
             resource_type: Some(DISK_TYPE),
             ..Default::default()
         })?;
+        records.extend(self.store.resources(&ResourceQuery {
+            resource_type: Some(SNAPSHOT_TYPE),
+            ..Default::default()
+        })?);
         {
             let mut grants = data.grants();
             for r in records {
@@ -424,6 +441,10 @@ impl ControlPlane {
         Ok(done)
     }
 
+    pub(crate) fn data_plane(&self) -> Result<&DataPlane, ControlError> {
+        self.data()
+    }
+
     fn data(&self) -> Result<&DataPlane, ControlError> {
         self.data
             .as_deref()
@@ -485,7 +506,7 @@ impl ControlPlane {
 
     /// Checks that a disk may use `encryption`: its set exists, has the matching type and is
     /// in the disk's region.
-    fn check_encryption(
+    pub(crate) fn check_encryption(
         &self,
         encryption: &DiskEncryption,
         location: &str,
@@ -525,7 +546,7 @@ impl ControlPlane {
     }
 
     /// Wraps layer `layer` of volume `id` (a fresh DEK) for `encryption`.
-    fn wrap_layer(
+    pub(crate) fn wrap_layer(
         &self,
         id: Uuid,
         encryption: &DiskEncryption,
@@ -668,31 +689,95 @@ impl ControlPlane {
                 name: "creationData.createOption".into(),
                 reason: "is required; sealdisk creates disks with createOption Empty".into(),
             })?;
-        if !create_option.eq_ignore_ascii_case("Empty") {
-            return Err(ControlError::InvalidParameter {
-                name: "creationData.createOption".into(),
-                reason: format!("'{create_option}' is not supported yet; use Empty"),
-            });
-        }
-        let gb = size_gb(input.properties.disk_size_gb)?.ok_or_else(|| {
-            ControlError::InvalidParameter {
-                name: "diskSizeGB".into(),
-                reason: "is required for an empty disk".into(),
+        let creation = input.properties.creation_data.as_ref();
+        let source = match create_option.to_ascii_lowercase().as_str() {
+            "empty" => None,
+            "copy" | "restore" => {
+                let id = creation
+                    .and_then(|c| c.source_resource_id.as_deref())
+                    .ok_or_else(|| ControlError::InvalidParameter {
+                        name: "creationData.sourceResourceId".into(),
+                        reason: format!("{create_option} needs the id of a disk or snapshot"),
+                    })?;
+                Some(self.copy_source(id, location)?)
             }
-        })?;
+            "fromimage" => {
+                let image = creation.and_then(|c| c.image_reference.as_ref());
+                let id = image.and_then(|i| i.id.as_deref()).ok_or_else(|| {
+                    ControlError::InvalidParameter {
+                        name: "creationData.imageReference.id".into(),
+                        reason: "FromImage needs the id of an image".into(),
+                    }
+                })?;
+                Some(self.image_source(id, image.and_then(|i| i.lun), location)?)
+            }
+            _ => {
+                return Err(ControlError::InvalidParameter {
+                    name: "creationData.createOption".into(),
+                    reason: format!(
+                        "'{create_option}' is not supported; use Empty, Copy, Restore or FromImage"
+                    ),
+                });
+            }
+        };
+        let source_gb = source
+            .as_ref()
+            .map(|s| s.doc["properties"]["diskSizeGB"].as_u64().unwrap_or(0));
+        let gb = match (size_gb(input.properties.disk_size_gb)?, source_gb) {
+            (Some(gb), Some(min)) if gb < min => {
+                return Err(ControlError::InvalidParameter {
+                    name: "diskSizeGB".into(),
+                    reason: format!("{gb} is smaller than the source's {min} GiB"),
+                });
+            }
+            (Some(gb), _) => gb,
+            (None, Some(min)) => min,
+            (None, None) => {
+                return Err(ControlError::InvalidParameter {
+                    name: "diskSizeGB".into(),
+                    reason: "is required for an empty disk".into(),
+                });
+            }
+        };
         let (sku, tier) = sku_of(input.sku.as_ref().and_then(|s| s.name.as_deref()))?;
-        let encryption = encryption_of(input.properties.encryption.as_ref())?;
+        let encryption = match (&input.properties.encryption, &source) {
+            (None, Some(source)) => DiskEncryption::of(&source.doc),
+            (given, _) => encryption_of(given.as_ref())?,
+        };
+        if let Some(source) = &source {
+            self.check_copy_encryption(&DiskEncryption::of(&source.doc), &encryption)?;
+        }
         let set = self.check_encryption(&encryption, location)?;
         let unique_id = Uuid::new_v4();
-        data.volumes.create(
+        let volume = data.volumes.create(
             unique_id,
             gb * GIB,
             encryption.layers().len(),
             &|layer, dek| self.wrap_layer(unique_id, &encryption, set.as_ref(), layer, dek),
         )?;
+        if let Some(source) = &source {
+            let copied = self
+                .open_volume(&source.doc)
+                .and_then(|from| Volumes::copy(&from, &volume));
+            if let Err(e) = copied {
+                drop(volume);
+                let _ = data.volumes.destroy(unique_id);
+                return Err(e);
+            }
+        }
+        drop(volume);
         let (iops, mbps) = performance(sku, gb);
+        let creation_data = match &source {
+            None => json!({"createOption": "Empty"}),
+            Some(source) => source.creation_data(create_option),
+        };
+        let os_type = input.properties.os_type.clone().or_else(|| {
+            source
+                .as_ref()
+                .and_then(|s| s.doc["properties"]["osType"].as_str().map(str::to_string))
+        });
         let mut properties = json!({
-            "creationData": {"createOption": "Empty"},
+            "creationData": creation_data,
             "diskSizeGB": gb,
             "diskSizeBytes": gb * GIB,
             "uniqueId": unique_id.to_string(),
@@ -708,7 +793,7 @@ impl ControlPlane {
         if tier == "Premium" {
             properties["tier"] = json!(premium_tier(gb));
         }
-        if let Some(os) = input.properties.os_type {
+        if let Some(os) = os_type {
             properties["osType"] = json!(os);
         }
         if let Some(generation) = input.properties.hyper_v_generation {
@@ -857,6 +942,16 @@ impl ControlPlane {
         request: GrantAccessData,
     ) -> Result<String, ControlError> {
         let record = self.disk_record(subscription, group, name)?;
+        self.grant_access(record, request)
+    }
+
+    /// Grants time-limited NBD access to a disk or snapshot record.
+    pub(crate) fn grant_access(
+        &self,
+        record: ResourceRecord,
+        request: GrantAccessData,
+    ) -> Result<String, ControlError> {
+        let name = record.body["name"].as_str().unwrap_or_default().to_string();
         let data = self.data()?;
         let uri = data
             .nbd_uri
@@ -898,7 +993,7 @@ impl ControlPlane {
         body["properties"]["diskState"] = json!("ActiveSAS");
         self.store.put_resource(&ResourceRecord {
             id: record.id.clone(),
-            resource_type: DISK_TYPE.into(),
+            resource_type: record.resource_type.clone(),
             body,
         })?;
         data.grants().insert(
@@ -926,7 +1021,7 @@ impl ControlPlane {
         self.clear_grants(record)
     }
 
-    fn clear_grants(&self, record: ResourceRecord) -> Result<(), ControlError> {
+    pub(crate) fn clear_grants(&self, record: ResourceRecord) -> Result<(), ControlError> {
         let mut body = record.body;
         if let Some(internal) = body["internal"].as_object_mut() {
             internal.remove("grants");
@@ -936,7 +1031,7 @@ impl ControlPlane {
         }
         self.store.put_resource(&ResourceRecord {
             id: record.id,
-            resource_type: DISK_TYPE.into(),
+            resource_type: record.resource_type,
             body,
         })?;
         Ok(())

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod keys;
 pub mod operations;
 pub mod resources;
+pub mod snapshots;
 pub mod store;
 #[cfg(test)]
 mod testing;

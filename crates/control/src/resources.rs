@@ -215,6 +215,17 @@ impl ControlPlane {
         for disk in &disks {
             self.destroy_disk(disk)?;
         }
+        for kind in [
+            crate::snapshots::SNAPSHOT_TYPE,
+            crate::snapshots::IMAGE_TYPE,
+        ] {
+            for record in self.store.resources(&ResourceQuery {
+                resource_type: Some(kind),
+                scope: Some(&record.id),
+            })? {
+                self.destroy_copy(&record)?;
+            }
+        }
         self.store.delete_resources_under(&record.id)?;
         Ok(())
     }

@@ -145,7 +145,7 @@ impl Volumes {
         size: u64,
         layers: usize,
         wrap: &dyn Fn(usize, &XtsKey) -> Result<WrapLayer, ControlError>,
-    ) -> Result<(), ControlError> {
+    ) -> Result<Arc<Disk>, ControlError> {
         let mut keyed = Vec::with_capacity(layers);
         for layer in 0..layers {
             let dek = XtsKey::generate().map_err(ControlError::VolumeCipher)?;
@@ -160,8 +160,7 @@ impl Volumes {
                 return Err(ControlError::Volume(e));
             }
         };
-        self.remember(id, disk);
-        Ok(())
+        Ok(self.remember(id, disk))
     }
 
     fn remember(&self, id: Uuid, disk: Disk) -> Arc<Disk> {
@@ -202,6 +201,45 @@ impl Volumes {
     pub fn header(&self, id: Uuid) -> Result<blockstore::Header, ControlError> {
         let backend = self.existing_backend(id)?;
         Disk::read_header(&*backend).map_err(ControlError::Volume)
+    }
+
+    /// Copies every allocated byte of `from` into `to` (same size or larger), through both
+    /// disks' ciphers: the copy has its own DEKs. Holes stay holes.
+    pub fn copy(from: &Disk, to: &Disk) -> Result<(), ControlError> {
+        const WINDOW: u64 = 1 << 30;
+        const CHUNK: u64 = 1 << 20;
+        let size = from.size().min(to.size());
+        let mut buf = vec![0u8; CHUNK as usize];
+        let mut offset = 0;
+        while offset < size {
+            let window = WINDOW.min(size - offset);
+            let mut at = offset;
+            for extent in from
+                .block_status(offset, window)
+                .map_err(ControlError::Volume)?
+            {
+                let end = (at + extent.len).min(offset + window);
+                if !extent.hole && !extent.zero {
+                    let mut pos = at;
+                    while pos < end {
+                        let n = CHUNK.min(end - pos) as usize;
+                        from.read(pos, &mut buf[..n])
+                            .map_err(ControlError::Volume)?;
+                        to.write(pos, &buf[..n], false)
+                            .map_err(ControlError::Volume)?;
+                        pos += n as u64;
+                    }
+                }
+                at = end;
+                if at >= offset + window {
+                    break;
+                }
+            }
+            // An extent list that stops short still moves on: the rest of the window is read
+            // in the next round from where it ended.
+            offset = if at > offset { at } else { offset + window };
+        }
+        to.flush().map_err(ControlError::Volume)
     }
 
     /// Destroys volume `id`: its wrapped DEKs and data. Irreversible.

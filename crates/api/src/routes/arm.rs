@@ -57,6 +57,8 @@ const PROVIDERS: &[(&str, &[&str])] = &[
             "disks",
             "diskEncryptionSets",
             "virtualMachines",
+            "snapshots",
+            "images",
             "locations/operations",
             "locations/diskOperations",
         ],

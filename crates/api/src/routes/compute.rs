@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use control::disks::{DiskInput, DiskPatch, GrantAccessData};
 use control::encryption_sets::EncryptionSetInput;
 use control::operations::Outcome;
+use control::snapshots::{ImageInput, SnapshotInput};
 use control::vms::{VmAction, VmInput};
 use serde_json::json;
 
@@ -64,6 +65,12 @@ pub fn route_group(
     }
     if is(0, "virtualMachines") {
         return virtual_machines(state, req, caller, sub, group, rest);
+    }
+    if is(0, "snapshots") {
+        return snapshots(state, req, caller, sub, group, rest);
+    }
+    if is(0, "images") {
+        return images(state, req, caller, sub, group, rest);
     }
     if !is(0, "disks") {
         return Err(ApiError::NoRegisteredProvider(format!(
@@ -228,6 +235,125 @@ fn virtual_machines(
     }
 }
 
+/// `.../snapshots[/{name}[/beginGetAccess | /endGetAccess]]`.
+fn snapshots(
+    state: &AppState,
+    req: &Req,
+    caller: &Caller,
+    sub: &str,
+    group: &str,
+    rest: &[String],
+) -> ApiResult<Response> {
+    let action = |verb: &str| format!("Microsoft.Compute/snapshots/{verb}");
+    let group_scope = format!(
+        "{}/resourceGroups/{group}",
+        state.control.subscription_scope()
+    );
+    let m = &req.method;
+    if rest.len() == 1 {
+        if m != Method::GET {
+            return Err(ApiError::MethodNotAllowed(m.to_string()));
+        }
+        authorize(state, caller, &action("read"), &group_scope)?;
+        return Ok(list(state.control.snapshots(sub, Some(group))?));
+    }
+    let name = &rest[1];
+    let scope = format!("{group_scope}/providers/Microsoft.Compute/snapshots/{name}");
+    let is = |i: usize, w: &str| rest.get(i).is_some_and(|s| s.eq_ignore_ascii_case(w));
+    match (rest.len(), m) {
+        (2, &Method::GET) => {
+            authorize(state, caller, &action("read"), &scope)?;
+            Ok(ok(state.control.snapshot(sub, group, name)?))
+        }
+        (2, &Method::PUT) => {
+            authorize(state, caller, &action("write"), &scope)?;
+            let input: SnapshotInput = req.json()?;
+            let (snap, _) = state.control.put_snapshot(sub, group, name, input)?;
+            accepted(state, req, snap["id"].as_str().unwrap_or(&scope), None)
+        }
+        (2, &Method::DELETE) => {
+            authorize(state, caller, &action("delete"), &scope)?;
+            Ok(if state.control.delete_snapshot(sub, group, name)? {
+                StatusCode::OK.into_response()
+            } else {
+                StatusCode::NO_CONTENT.into_response()
+            })
+        }
+        (3, &Method::POST) if is(2, "beginGetAccess") => {
+            authorize(state, caller, &action("beginGetAccess/action"), &scope)?;
+            let request: GrantAccessData = req.json()?;
+            let sas = state
+                .control
+                .grant_snapshot_access(sub, group, name, request)?;
+            accepted(state, req, &scope, Some(json!({"accessSAS": sas})))
+        }
+        (3, &Method::POST) if is(2, "endGetAccess") => {
+            authorize(state, caller, &action("endGetAccess/action"), &scope)?;
+            state.control.revoke_snapshot_access(sub, group, name)?;
+            accepted(state, req, &scope, Some(json!(null)))
+        }
+        (_, m) => Err(ApiError::MethodNotAllowed(format!(
+            "{m} on {NAMESPACE}/{}",
+            rest.join("/")
+        ))),
+    }
+}
+
+/// `.../images[/{name}]`.
+fn images(
+    state: &AppState,
+    req: &Req,
+    caller: &Caller,
+    sub: &str,
+    group: &str,
+    rest: &[String],
+) -> ApiResult<Response> {
+    let action = |verb: &str| format!("Microsoft.Compute/images/{verb}");
+    let group_scope = format!(
+        "{}/resourceGroups/{group}",
+        state.control.subscription_scope()
+    );
+    let m = &req.method;
+    if rest.len() == 1 {
+        if m != Method::GET {
+            return Err(ApiError::MethodNotAllowed(m.to_string()));
+        }
+        authorize(state, caller, &action("read"), &group_scope)?;
+        return Ok(list(state.control.images(sub, Some(group))?));
+    }
+    let name = &rest[1];
+    let scope = format!("{group_scope}/providers/Microsoft.Compute/images/{name}");
+    match (rest.len(), m) {
+        (2, &Method::GET) => {
+            authorize(state, caller, &action("read"), &scope)?;
+            Ok(ok(state.control.image(sub, group, name)?))
+        }
+        (2, &Method::PUT) => {
+            authorize(state, caller, &action("write"), &scope)?;
+            let input: ImageInput = req.json()?;
+            let (image, created) = state.control.put_image(sub, group, name, input)?;
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            done_with_body(state, req, status, image)
+        }
+        (2, &Method::DELETE) => {
+            authorize(state, caller, &action("delete"), &scope)?;
+            Ok(if state.control.delete_image(sub, group, name)? {
+                StatusCode::OK.into_response()
+            } else {
+                StatusCode::NO_CONTENT.into_response()
+            })
+        }
+        (_, m) => Err(ApiError::MethodNotAllowed(format!(
+            "{m} on {NAMESPACE}/{}",
+            rest.join("/")
+        ))),
+    }
+}
+
 /// `.../diskEncryptionSets[/{name}[/associatedResources]]`.
 fn encryption_sets(
     state: &AppState,
@@ -312,6 +438,31 @@ pub fn route_subscription(
                     .is_authorized(caller.claims.oid, DISK_READ, id, false)?
                 {
                     out.push(disk);
+                }
+            }
+            Ok(list(out))
+        }
+        (1, &Method::GET) if is(0, "snapshots") || is(0, "images") => {
+            let snapshots = is(0, "snapshots");
+            let (all, read) = if snapshots {
+                (
+                    state.control.snapshots(sub, None)?,
+                    "Microsoft.Compute/snapshots/read",
+                )
+            } else {
+                (
+                    state.control.images(sub, None)?,
+                    "Microsoft.Compute/images/read",
+                )
+            };
+            let mut out = Vec::new();
+            for item in all {
+                let id = item["id"].as_str().unwrap_or_default();
+                if state
+                    .control
+                    .is_authorized(caller.claims.oid, read, id, false)?
+                {
+                    out.push(item);
                 }
             }
             Ok(list(out))

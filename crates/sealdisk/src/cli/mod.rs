@@ -96,6 +96,12 @@ pub enum Command {
     /// Manage virtual machines and their disks.
     #[command(subcommand)]
     Vm(commands::vm::VmCommand),
+    /// Manage snapshots of managed disks.
+    #[command(subcommand)]
+    Snapshot(commands::snapshot::SnapshotCommand),
+    /// Manage images made from disks and snapshots.
+    #[command(subcommand)]
+    Image(commands::snapshot::ImageCommand),
 }
 
 /// `--subscription`, on commands that work inside one subscription.

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, Url};
 use serde_json::{Map, Value, json};
 
+use super::flattened as shape;
 use super::group::{group_location, parse_tags, path_segment};
-use super::resource_group_of;
 use crate::cli::error::{CliError, CliResult, ServiceError, ServiceKind};
 use crate::cli::lro::LroMethod;
 use crate::cli::output::Outcome;
@@ -40,9 +40,15 @@ pub enum DiskCommand {
     Create {
         #[command(flatten)]
         disk: DiskName,
-        /// Size in GiB.
+        /// Size in GiB (defaults to the source's size with --source or --image-reference).
         #[arg(short = 'z', long = "size-gb")]
-        size_gb: u64,
+        size_gb: Option<u64>,
+        /// ID of a disk or snapshot to copy.
+        #[arg(long)]
+        source: Option<String>,
+        /// ID of an image to create the disk from.
+        #[arg(long)]
+        image_reference: Option<String>,
         /// Underlying storage SKU.
         #[arg(long, default_value = "Premium_LRS")]
         sku: String,
@@ -157,6 +163,8 @@ pub async fn run(ctx: &Ctx, cmd: DiskCommand) -> CliResult<Outcome> {
         DiskCommand::Create {
             disk,
             size_gb,
+            source,
+            image_reference,
             sku,
             location,
             encryption_type,
@@ -168,14 +176,31 @@ pub async fn run(ctx: &Ctx, cmd: DiskCommand) -> CliResult<Outcome> {
                 Some(l) => l,
                 None => group_location(&mut session, &disk.sub, &disk.resource_group).await?,
             };
+            let creation = match (&source, &image_reference) {
+                (Some(src), None) => json!({"createOption": "Copy", "sourceResourceId": src}),
+                (None, Some(image)) => {
+                    json!({"createOption": "FromImage", "imageReference": {"id": image}})
+                }
+                (None, None) if size_gb.is_some() => json!({"createOption": "Empty"}),
+                (None, None) => {
+                    return Err(CliError::Usage(
+                        "give --size-gb for an empty disk, or --source / --image-reference".into(),
+                    ));
+                }
+                (Some(_), Some(_)) => {
+                    return Err(CliError::Usage(
+                        "give only one of --source and --image-reference".into(),
+                    ));
+                }
+            };
             let mut body = json!({
                 "location": location,
                 "sku": {"name": sku},
-                "properties": {
-                    "creationData": {"createOption": "Empty"},
-                    "diskSizeGB": size_gb,
-                },
+                "properties": {"creationData": creation},
             });
+            if let Some(gb) = size_gb {
+                body["properties"]["diskSizeGB"] = json!(gb);
+            }
             if let Some(encryption) =
                 encryption_body(&session, &disk, encryption_type, disk_encryption_set)?
             {
@@ -428,26 +453,6 @@ fn disk_url(session: &Session, disk: &DiskName, action: &str) -> CliResult<Url> 
         api_version::DISKS,
         &[],
     )
-}
-
-/// A disk as az prints it: `properties` flattened, `resourceGroup` from the id.
-fn shape(wire: Value) -> Value {
-    let Value::Object(mut obj) = wire else {
-        return wire;
-    };
-    if let Some(Value::Object(props)) = obj.remove("properties") {
-        for (k, v) in props {
-            obj.entry(k).or_insert(v);
-        }
-    }
-    if let Some(group) = obj
-        .get("id")
-        .and_then(Value::as_str)
-        .and_then(resource_group_of)
-    {
-        obj.entry("resourceGroup").or_insert(Value::String(group));
-    }
-    Value::Object(obj)
 }
 
 fn table_outcome(value: Option<Value>) -> Outcome {

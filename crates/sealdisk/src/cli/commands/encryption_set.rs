@@ -4,8 +4,8 @@
 use reqwest::{Method, Url};
 use serde_json::{Value, json};
 
+use super::flattened as shape;
 use super::group::{group_location, parse_tags, path_segment};
-use super::resource_group_of;
 use crate::cli::error::{CliError, CliResult, ServiceKind};
 use crate::cli::lro::LroMethod;
 use crate::cli::output::Outcome;
@@ -279,26 +279,6 @@ fn set_url(session: &Session, set: &SetName, action: &str) -> CliResult<Url> {
         api_version::DISK_ENCRYPTION_SETS,
         &[],
     )
-}
-
-/// A set as az prints it: `properties` flattened, `resourceGroup` from the id.
-fn shape(wire: Value) -> Value {
-    let Value::Object(mut obj) = wire else {
-        return wire;
-    };
-    if let Some(Value::Object(props)) = obj.remove("properties") {
-        for (k, v) in props {
-            obj.entry(k).or_insert(v);
-        }
-    }
-    if let Some(group) = obj
-        .get("id")
-        .and_then(Value::as_str)
-        .and_then(resource_group_of)
-    {
-        obj.entry("resourceGroup").or_insert(Value::String(group));
-    }
-    Value::Object(obj)
 }
 
 fn table_outcome(value: Option<Value>) -> Outcome {

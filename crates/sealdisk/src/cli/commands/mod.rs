@@ -9,6 +9,7 @@ pub mod group;
 pub mod keyvault;
 pub mod login;
 pub mod role;
+pub mod snapshot;
 pub mod vm;
 
 use serde_json::Value;
@@ -30,6 +31,8 @@ pub async fn run(ctx: &Ctx, command: Command) -> CliResult<Outcome> {
         Command::Disk(cmd) => disk::run(ctx, cmd).await,
         Command::DiskEncryptionSet(cmd) => encryption_set::run(ctx, cmd).await,
         Command::Vm(cmd) => vm::run(ctx, cmd).await,
+        Command::Snapshot(cmd) => snapshot::run_snapshot(ctx, cmd).await,
+        Command::Image(cmd) => snapshot::run_image(ctx, cmd).await,
     }
 }
 
@@ -54,6 +57,27 @@ pub fn resource_group_of(id: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// A Microsoft.Compute resource as az prints it: `properties` flattened into the resource,
+/// plus `resourceGroup` from the id.
+pub fn flattened(wire: Value) -> Value {
+    let Value::Object(mut obj) = wire else {
+        return wire;
+    };
+    if let Some(Value::Object(props)) = obj.remove("properties") {
+        for (k, v) in props {
+            obj.entry(k).or_insert(v);
+        }
+    }
+    if let Some(group) = obj
+        .get("id")
+        .and_then(Value::as_str)
+        .and_then(resource_group_of)
+    {
+        obj.entry("resourceGroup").or_insert(Value::String(group));
+    }
+    Value::Object(obj)
 }
 
 #[cfg(test)]

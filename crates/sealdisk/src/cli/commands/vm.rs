@@ -5,7 +5,7 @@ use reqwest::{Method, Url};
 use serde_json::{Value, json};
 
 use super::group::{group_location, parse_tags, path_segment};
-use super::resource_group_of;
+use super::{flattened as shape, resource_group_of};
 use crate::cli::error::{CliError, CliResult, ServiceKind};
 use crate::cli::lro::LroMethod;
 use crate::cli::output::Outcome;
@@ -501,8 +501,11 @@ async fn create(session: &mut Session, a: CreateArgs) -> CliResult<Outcome> {
     })))
 }
 
+/// An edit of a VM's `dataDisks`.
+type DataDiskChange = Box<dyn FnOnce(&mut Vec<Value>) -> CliResult<()>>;
+
 async fn disk(session: &mut Session, cmd: VmDiskCommand) -> CliResult<Outcome> {
-    let (vm, change): (VmName, Box<dyn FnOnce(&mut Vec<Value>) -> CliResult<()>>) = match cmd {
+    let (vm, change): (VmName, DataDiskChange) = match cmd {
         VmDiskCommand::Attach {
             resource_group,
             vm_name,
@@ -608,26 +611,6 @@ fn vm_url(session: &Session, vm: &VmName, action: &str, query: &[(&str, &str)]) 
         api_version::VIRTUAL_MACHINES,
         query,
     )
-}
-
-/// A VM as az prints it: `properties` flattened, `resourceGroup` from the id.
-fn shape(wire: Value) -> Value {
-    let Value::Object(mut obj) = wire else {
-        return wire;
-    };
-    if let Some(Value::Object(props)) = obj.remove("properties") {
-        for (k, v) in props {
-            obj.entry(k).or_insert(v);
-        }
-    }
-    if let Some(group) = obj
-        .get("id")
-        .and_then(Value::as_str)
-        .and_then(resource_group_of)
-    {
-        obj.entry("resourceGroup").or_insert(Value::String(group));
-    }
-    Value::Object(obj)
 }
 
 /// az's `vm list` table columns.
