@@ -676,3 +676,276 @@ mod tests {
         assert_eq!(f.plane.vm_exports(vm["id"].as_str().unwrap()).len(), 2);
     }
 }
+
+/// Scale sets: a `Microsoft.Compute/virtualMachineScaleSets` resource whose instances are VMs
+/// named `{set}_{n}`, each with the OS and data disks of the set's `virtualMachineProfile`.
+pub mod scale_sets {
+    use serde_json::{Value, json};
+
+    use super::{VmInput, invalid};
+    use crate::store::{ResourceQuery, ResourceRecord};
+    use crate::{ControlError, ControlPlane};
+
+    pub const VMSS_TYPE: &str = "Microsoft.Compute/virtualMachineScaleSets";
+    /// Instances made when the request gives no capacity (as `az vmss create`).
+    const DEFAULT_CAPACITY: u64 = 2;
+    const MAX_CAPACITY: u64 = 100;
+
+    impl ControlPlane {
+        fn vmss_id(&self, group: &str, name: &str) -> String {
+            format!(
+                "{}/resourceGroups/{group}/providers/{VMSS_TYPE}/{name}",
+                self.subscription_scope()
+            )
+        }
+
+        fn vmss_record(
+            &self,
+            subscription: &str,
+            group: &str,
+            name: &str,
+        ) -> Result<ResourceRecord, ControlError> {
+            self.check_subscription(subscription)?;
+            self.resource_group(subscription, group)?;
+            self.store
+                .resource(&self.vmss_id(group, name))?
+                .filter(|r| r.resource_type.eq_ignore_ascii_case(VMSS_TYPE))
+                .ok_or_else(|| ControlError::ResourceNotFound {
+                    resource_type: VMSS_TYPE.into(),
+                    name: name.into(),
+                    resource_group: group.into(),
+                })
+        }
+
+        pub fn vmss(
+            &self,
+            subscription: &str,
+            group: &str,
+            name: &str,
+        ) -> Result<Value, ControlError> {
+            Ok(Self::present(
+                self.vmss_record(subscription, group, name)?.body,
+            ))
+        }
+
+        /// The instance VMs of a scale set.
+        pub fn vmss_instances(
+            &self,
+            subscription: &str,
+            group: &str,
+            name: &str,
+        ) -> Result<Vec<Value>, ControlError> {
+            let record = self.vmss_record(subscription, group, name)?;
+            let mut out = Vec::new();
+            for id in record.body["internal"]["instances"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if let Some(vm) = id
+                    .as_str()
+                    .map(|id| self.store.resource(id))
+                    .transpose()?
+                    .flatten()
+                {
+                    out.push(Self::present(vm.body));
+                }
+            }
+            Ok(out)
+        }
+
+        /// Creates a scale set and its instances (each a VM with its own disks). Only creation
+        /// is offered: a PUT on an existing set updates its tags.
+        pub fn put_vmss(
+            &self,
+            subscription: &str,
+            group: &str,
+            name: &str,
+            input: VmInput,
+            capacity: Option<u64>,
+        ) -> Result<(Value, bool), ControlError> {
+            self.check_subscription(subscription)?;
+            self.resource_group(subscription, group)?;
+            if !crate::disks::valid_disk_name(name) {
+                return Err(invalid(
+                    "vmScaleSetName",
+                    format!("'{name}' is not a valid name"),
+                ));
+            }
+            let id = self.vmss_id(group, name);
+            if let Some(mut existing) = self.store.resource(&id)? {
+                if let Some(tags) = input.tags {
+                    existing.body["tags"] = json!(tags);
+                }
+                self.store.put_resource(&existing)?;
+                return Ok((Self::present(existing.body), false));
+            }
+            let location = self.location(input.location.as_deref().unwrap_or_default())?;
+            let capacity = capacity.unwrap_or(DEFAULT_CAPACITY);
+            if !(1..=MAX_CAPACITY).contains(&capacity) {
+                return Err(invalid(
+                    "sku.capacity",
+                    format!("{capacity} must be 1 to {MAX_CAPACITY}"),
+                ));
+            }
+            let profile = &input.properties["virtualMachineProfile"];
+            if !profile["storageProfile"].is_object() {
+                return Err(invalid(
+                    "virtualMachineProfile.storageProfile",
+                    "is required",
+                ));
+            }
+            let mut instances = Vec::new();
+            for n in 0..capacity {
+                let vm_name = format!("{name}_{n}");
+                let mut properties = profile.clone();
+                if let Some(o) = properties["storageProfile"]["osDisk"].as_object_mut() {
+                    o.remove("name");
+                }
+                properties["osProfile"]["computerName"] = json!(format!(
+                    "{}{n:06}",
+                    profile["osProfile"]["computerNamePrefix"]
+                        .as_str()
+                        .unwrap_or(name)
+                ));
+                let vm = VmInput {
+                    location: Some(location.to_string()),
+                    tags: None,
+                    properties,
+                };
+                match self.put_vm(subscription, group, &vm_name, vm) {
+                    Ok((vm, _)) => instances.push(vm["id"].clone()),
+                    Err(e) => {
+                        for done in instances.iter().filter_map(Value::as_str) {
+                            let _ = self.delete_vm_and_disks(done);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            let mut properties = input.properties.clone();
+            properties["provisioningState"] = json!("Succeeded");
+            if let Some(p) = properties["virtualMachineProfile"]["osProfile"].as_object_mut() {
+                p.remove("adminPassword");
+                p.remove("customData");
+            }
+            let body = json!({
+                "id": id,
+                "name": name,
+                "type": VMSS_TYPE,
+                "location": location,
+                "tags": input.tags.unwrap_or_default(),
+                "sku": {"name": "Standard_DS1_v2", "tier": "Standard", "capacity": capacity},
+                "properties": properties,
+                "internal": {"instances": instances},
+            });
+            self.store.put_resource(&ResourceRecord {
+                id,
+                resource_type: VMSS_TYPE.into(),
+                body: body.clone(),
+            })?;
+            Ok((Self::present(body), true))
+        }
+
+        /// Deletes an instance VM and the disks it was created with.
+        fn delete_vm_and_disks(&self, vm_id: &str) -> Result<(), ControlError> {
+            let Some(vm) = self.store.resource(vm_id)? else {
+                return Ok(());
+            };
+            let disks = super::vm_disks(&vm.body);
+            self.end_vm_exports(vm_id);
+            self.store.delete_resource(vm_id)?;
+            for (_, disk) in disks {
+                if let Some(record) = self.store.resource(&disk)? {
+                    self.destroy_disk(&record)?;
+                }
+            }
+            Ok(())
+        }
+
+        /// Deletes a scale set with its instances and their disks. `false` if there was none.
+        pub fn delete_vmss(
+            &self,
+            subscription: &str,
+            group: &str,
+            name: &str,
+        ) -> Result<bool, ControlError> {
+            let record = match self.vmss_record(subscription, group, name) {
+                Ok(r) => r,
+                Err(ControlError::ResourceNotFound { .. }) => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            for id in record.body["internal"]["instances"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if let Some(id) = id.as_str() {
+                    self.delete_vm_and_disks(id)?;
+                }
+            }
+            self.store.delete_resource(&record.id)?;
+            Ok(true)
+        }
+
+        pub fn vmss_list(
+            &self,
+            subscription: &str,
+            group: Option<&str>,
+        ) -> Result<Vec<Value>, ControlError> {
+            self.check_subscription(subscription)?;
+            let scope = match group {
+                Some(g) => format!("{}/resourceGroups/{g}", self.subscription_scope()),
+                None => self.subscription_scope(),
+            };
+            Ok(self
+                .store
+                .resources(&ResourceQuery {
+                    resource_type: Some(VMSS_TYPE),
+                    scope: Some(&scope),
+                })?
+                .into_iter()
+                .map(|r| Self::present(r.body))
+                .collect())
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::testing::Fixture;
+
+        #[test]
+        fn a_scale_set_makes_instances_with_their_own_disks_and_deletes_them() {
+            let f = Fixture::with_data_plane();
+            let input: VmInput = serde_json::from_value(json!({
+                "location": "eastus",
+                "properties": {
+                    "upgradePolicy": {"mode": "Automatic"},
+                    "virtualMachineProfile": {
+                        "storageProfile": {
+                            "imageReference": {"publisher": "Canonical", "offer": "UbuntuServer", "sku": "18.04-LTS", "version": "latest"},
+                            "osDisk": {"createOption": "FromImage"},
+                            "dataDisks": [
+                                {"lun": 0, "createOption": "Empty", "diskSizeGB": 64},
+                                {"lun": 1, "createOption": "Empty", "diskSizeGB": 128},
+                            ],
+                        },
+                        "osProfile": {"computerNamePrefix": "ss", "adminUsername": "azureuser"},
+                    },
+                },
+            }))
+            .unwrap();
+            let (set, created) = f.plane.put_vmss(&f.sub, "g", "ss", input, None).unwrap();
+            assert!(created);
+            assert_eq!(set["sku"]["capacity"], 2);
+            let instances = f.plane.vmss_instances(&f.sub, "g", "ss").unwrap();
+            assert_eq!(instances.len(), 2);
+            assert_eq!(instances[0]["type"], super::super::VM_TYPE);
+            assert_eq!(f.plane.disks(&f.sub, Some("g")).unwrap().len(), 6);
+            assert!(f.plane.delete_vmss(&f.sub, "g", "ss").unwrap());
+            assert!(f.plane.disks(&f.sub, Some("g")).unwrap().is_empty());
+            assert!(f.plane.vms(&f.sub, Some("g")).unwrap().is_empty());
+        }
+    }
+}

@@ -57,6 +57,7 @@ const PROVIDERS: &[(&str, &[&str])] = &[
             "disks",
             "diskEncryptionSets",
             "virtualMachines",
+            "virtualMachineScaleSets",
             "snapshots",
             "images",
             "locations/operations",

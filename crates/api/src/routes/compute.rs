@@ -69,6 +69,9 @@ pub fn route_group(
     if is(0, "snapshots") {
         return snapshots(state, req, caller, sub, group, rest);
     }
+    if is(0, "virtualMachineScaleSets") {
+        return scale_sets(state, req, caller, sub, group, rest);
+    }
     if is(0, "images") {
         return images(state, req, caller, sub, group, rest);
     }
@@ -291,6 +294,69 @@ fn snapshots(
             authorize(state, caller, &action("endGetAccess/action"), &scope)?;
             state.control.revoke_snapshot_access(sub, group, name)?;
             accepted(state, req, &scope, Some(json!(null)))
+        }
+        (_, m) => Err(ApiError::MethodNotAllowed(format!(
+            "{m} on {NAMESPACE}/{}",
+            rest.join("/")
+        ))),
+    }
+}
+
+/// `.../virtualMachineScaleSets[/{name}[/virtualMachines]]`.
+fn scale_sets(
+    state: &AppState,
+    req: &Req,
+    caller: &Caller,
+    sub: &str,
+    group: &str,
+    rest: &[String],
+) -> ApiResult<Response> {
+    let action = |verb: &str| format!("Microsoft.Compute/virtualMachineScaleSets/{verb}");
+    let group_scope = format!(
+        "{}/resourceGroups/{group}",
+        state.control.subscription_scope()
+    );
+    let m = &req.method;
+    if rest.len() == 1 {
+        if m != Method::GET {
+            return Err(ApiError::MethodNotAllowed(m.to_string()));
+        }
+        authorize(state, caller, &action("read"), &group_scope)?;
+        return Ok(list(state.control.vmss_list(sub, Some(group))?));
+    }
+    let name = &rest[1];
+    let scope = format!("{group_scope}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}");
+    let is = |i: usize, w: &str| rest.get(i).is_some_and(|s| s.eq_ignore_ascii_case(w));
+    match (rest.len(), m) {
+        (2, &Method::GET) => {
+            authorize(state, caller, &action("read"), &scope)?;
+            Ok(ok(state.control.vmss(sub, group, name)?))
+        }
+        (2, &Method::PUT) => {
+            authorize(state, caller, &action("write"), &scope)?;
+            let raw: serde_json::Value = req.json()?;
+            let capacity = raw["sku"]["capacity"].as_u64();
+            let input: VmInput = serde_json::from_value(raw)
+                .map_err(|e| ApiError::InvalidRequestContent(e.to_string()))?;
+            let (set, created) = state.control.put_vmss(sub, group, name, input, capacity)?;
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            done_with_body(state, req, status, set)
+        }
+        (2, &Method::DELETE) => {
+            authorize(state, caller, &action("delete"), &scope)?;
+            Ok(if state.control.delete_vmss(sub, group, name)? {
+                StatusCode::OK.into_response()
+            } else {
+                StatusCode::NO_CONTENT.into_response()
+            })
+        }
+        (3, &Method::GET) if is(2, "virtualMachines") => {
+            authorize(state, caller, &action("read"), &scope)?;
+            Ok(list(state.control.vmss_instances(sub, group, name)?))
         }
         (_, m) => Err(ApiError::MethodNotAllowed(format!(
             "{m} on {NAMESPACE}/{}",

@@ -96,6 +96,9 @@ pub enum Command {
     /// Manage virtual machines and their disks.
     #[command(subcommand)]
     Vm(commands::vm::VmCommand),
+    /// Manage virtual machine scale sets.
+    #[command(subcommand)]
+    Vmss(commands::vmss::VmssCommand),
     /// Manage snapshots of managed disks.
     #[command(subcommand)]
     Snapshot(commands::snapshot::SnapshotCommand),

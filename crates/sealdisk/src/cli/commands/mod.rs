@@ -11,6 +11,7 @@ pub mod login;
 pub mod role;
 pub mod snapshot;
 pub mod vm;
+pub mod vmss;
 
 use serde_json::Value;
 
@@ -31,6 +32,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> CliResult<Outcome> {
         Command::Disk(cmd) => disk::run(ctx, cmd).await,
         Command::DiskEncryptionSet(cmd) => encryption_set::run(ctx, cmd).await,
         Command::Vm(cmd) => vm::run(ctx, cmd).await,
+        Command::Vmss(cmd) => vmss::run(ctx, cmd).await,
         Command::Snapshot(cmd) => snapshot::run_snapshot(ctx, cmd).await,
         Command::Image(cmd) => snapshot::run_image(ctx, cmd).await,
     }

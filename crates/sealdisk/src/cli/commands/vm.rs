@@ -332,7 +332,12 @@ fn disk_id(session: &Session, vm: &VmName, disk: &str) -> CliResult<String> {
     resource_id(session, vm, "disks", disk)
 }
 
-fn resource_id(session: &Session, vm: &VmName, kind: &str, name: &str) -> CliResult<String> {
+pub(super) fn resource_id(
+    session: &Session,
+    vm: &VmName,
+    kind: &str,
+    name: &str,
+) -> CliResult<String> {
     if name.starts_with('/') {
         return Ok(name.to_owned());
     }
@@ -344,7 +349,7 @@ fn resource_id(session: &Session, vm: &VmName, kind: &str, name: &str) -> CliRes
     ))
 }
 
-fn managed_disk(sku: Option<&str>, set: Option<String>) -> Value {
+pub(super) fn managed_disk(sku: Option<&str>, set: Option<String>) -> Value {
     let mut m = json!({});
     if let Some(sku) = sku {
         m["storageAccountType"] = json!(sku);
@@ -356,7 +361,7 @@ fn managed_disk(sku: Option<&str>, set: Option<String>) -> Value {
 }
 
 /// Known image aliases and their image references.
-fn image_reference(image: &str) -> Value {
+pub(super) fn image_reference(image: &str) -> Value {
     let parts: Vec<&str> = image.split(':').collect();
     if let [publisher, offer, sku, version] = parts.as_slice() {
         return json!({"publisher": publisher, "offer": offer, "sku": sku, "version": version});

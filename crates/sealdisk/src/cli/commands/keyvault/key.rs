@@ -6,24 +6,29 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use clap::{Args, Subcommand};
+use clap::{ArgGroup, Args, Subcommand};
 use reqwest::{Method, Url};
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{Date, OffsetDateTime, PrimitiveDateTime};
 
+use keyvault::material::Jwk;
+
 use super::super::group::parse_tags;
-use super::{parse_flag, shape};
+use super::pem::{self, SecretBytes};
+use super::{parse_flag, refused, shape};
 use crate::cli::error::{CliError, CliResult};
 use crate::cli::output::Outcome;
-use crate::cli::profile::CloudEndpoints;
+use crate::cli::profile::{CloudEndpoints, Secret};
 use crate::cli::session::{Session, join_path, parse_url};
 
 /// Key Vault data-plane api-version.
 pub const API: &str = "7.6";
 /// Largest page Key Vault serves.
 const MAX_PAGE: usize = 25;
+/// Largest PEM file `key import` reads (an RSA-4096 key is about 3.3 KB).
+const MAX_PEM_FILE: u64 = 1 << 20;
 /// Most pages followed for one list (a guard against a server that loops).
 const MAX_PAGES: usize = 1000;
 
@@ -128,6 +133,15 @@ impl Kty {
     fn is_hsm(self) -> bool {
         matches!(self, Kty::RsaHsm | Kty::EcHsm | Kty::OctHsm)
     }
+
+    /// The type without `-HSM`.
+    fn software(self) -> Kty {
+        match self {
+            Kty::Rsa | Kty::RsaHsm => Kty::Rsa,
+            Kty::Ec | Kty::EcHsm => Kty::Ec,
+            Kty::Oct | Kty::OctHsm => Kty::Oct,
+        }
+    }
 }
 
 /// Elliptic curves.
@@ -155,6 +169,13 @@ impl Curve {
             Curve::P384 => "P-384",
             Curve::P521 => "P-521",
         }
+    }
+
+    /// The curve Key Vault names `crv`.
+    fn from_crv(crv: &str) -> Option<Curve> {
+        [Curve::P256, Curve::P256K, Curve::P384, Curve::P521]
+            .into_iter()
+            .find(|c| c.as_str() == crv)
     }
 }
 
@@ -255,6 +276,72 @@ pub struct CreateKeyArgs {
     pub tags: Option<Vec<String>>,
 }
 
+/// `keyvault key import`: a private key from PEM (BYOK is refused: it needs an HSM).
+#[derive(Debug, Clone, Args)]
+#[command(group(
+    ArgGroup::new("source")
+        .required(true)
+        .args(["pem_file", "pem_string", "byok_file", "byok_string"])
+))]
+#[command(group(ArgGroup::new("pem").args(["pem_file", "pem_string"])))]
+pub struct ImportKeyArgs {
+    #[command(flatten)]
+    pub key: KeyTarget,
+    /// PEM file containing the key to be imported: an unencrypted PKCS#8 (PRIVATE KEY), PKCS#1
+    /// (RSA PRIVATE KEY) or SEC 1 (EC PRIVATE KEY) RSA or EC key.
+    #[arg(long, value_name = "PATH", help_heading = "Key Source")]
+    pub pem_file: Option<PathBuf>,
+    /// PEM string containing the key to be imported.
+    #[arg(
+        long,
+        value_name = "PEM",
+        allow_hyphen_values = true,
+        help_heading = "Key Source"
+    )]
+    pub pem_string: Option<Secret>,
+    /// Password of the PEM. sealdisk does not decrypt PEM keys: decrypt an encrypted key first
+    /// with `openssl pkey -in KEY.pem -out KEY-plain.pem`.
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        allow_hyphen_values = true,
+        requires = "pem",
+        help_heading = "Key Source"
+    )]
+    pub pem_password: Option<Secret>,
+    /// BYOK file (a key transfer blob for an HSM). Refused: this deployment has no HSM.
+    #[arg(long, value_name = "PATH", help_heading = "Key Source")]
+    pub byok_file: Option<PathBuf>,
+    /// BYOK string. Refused: this deployment has no HSM.
+    #[arg(
+        long,
+        value_name = "BLOB",
+        allow_hyphen_values = true,
+        help_heading = "Key Source"
+    )]
+    pub byok_string: Option<Secret>,
+    /// Key type; the PEM's key decides when not given, and a given one must match it.
+    #[arg(long, value_enum, ignore_case = true)]
+    pub kty: Option<Kty>,
+    /// Elliptic curve; must match the PEM's key when given.
+    #[arg(long, value_enum, ignore_case = true)]
+    pub curve: Option<Curve>,
+    /// Space-separated operations the key may be used for.
+    #[arg(long, value_enum, ignore_case = true, num_args = 1..)]
+    pub ops: Option<Vec<KeyOp>>,
+    /// Where the key lives; `hsm` makes the key type `*-HSM`.
+    #[arg(short = 'p', long, value_enum, ignore_case = true)]
+    pub protection: Option<Protection>,
+    #[command(flatten)]
+    pub attrs: AttributeArgs,
+    /// Import the key disabled.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = parse_flag, value_name = "BOOL")]
+    pub disabled: Option<bool>,
+    /// Space-separated tags: key[=value] [key[=value] ...].
+    #[arg(long, num_args = 0.., value_name = "KEY=VALUE")]
+    pub tags: Option<Vec<String>>,
+}
+
 /// `--expires` and `--not-before`.
 #[derive(Debug, Clone, Args)]
 pub struct AttributeArgs {
@@ -310,6 +397,8 @@ pub struct CryptoArgs {
 pub enum KeyCommand {
     /// Create a key (or a new version of an existing key).
     Create(Box<CreateKeyArgs>),
+    /// Import a private key from PEM as a key (or a new version of an existing key).
+    Import(Box<ImportKeyArgs>),
     /// Show a key (its latest version unless --version).
     Show {
         #[command(flatten)]
@@ -423,6 +512,21 @@ pub async fn run(session: &mut Session, cmd: KeyCommand) -> CliResult<Outcome> {
             let url = k.url(&[&k.name, "create"], &[])?;
             let bundle = post(session, url, Some(&body)).await?;
             Outcome::value(shape::key_bundle(&bundle, false))
+        }
+        KeyCommand::Import(args) => {
+            if args.byok_file.is_some() || args.byok_string.is_some() {
+                return Err(byok_unavailable());
+            }
+            let k = resolve_key(&cloud, &args.key, None)?;
+            let jwk = read_pem_key(&args)?;
+            let body = SecretJson(import_body(&args, jwk)?);
+            let url = k.url(&[&k.name], &[])?;
+            let bundle = session
+                .call_challenged(Method::PUT, url.clone(), Some(&body.0))
+                .await?
+                .body
+                .ok_or_else(|| empty_answer(&url))?;
+            Outcome::value(shape::key_bundle(&without_private_members(bundle), false))
         }
         KeyCommand::Show { key, version } => {
             let k = resolve_key(&cloud, &key, version.version.as_deref())?;
@@ -765,13 +869,7 @@ fn key_type(
 /// The body of `POST /keys/{name}/create`.
 fn create_body(a: &CreateKeyArgs) -> CliResult<Value> {
     let kty = key_type(a.kty, a.curve, a.protection)?;
-    let mut attributes = json!({ "enabled": !a.disabled.unwrap_or(false) });
-    if let Some(exp) = a.attrs.expires {
-        attributes["exp"] = json!(exp);
-    }
-    if let Some(nbf) = a.attrs.not_before {
-        attributes["nbf"] = json!(nbf);
-    }
+    let attributes = new_key_attributes(a.disabled, &a.attrs);
     let mut body = json!({ "kty": kty.as_str(), "attributes": attributes });
     if let Some(size) = a.size {
         body["key_size"] = json!(size);
@@ -786,6 +884,148 @@ fn create_body(a: &CreateKeyArgs) -> CliResult<Value> {
         body["tags"] = parse_tags(tags)?;
     }
     Ok(body)
+}
+
+/// The refusal of `--byok-file` and `--byok-string`.
+fn byok_unavailable() -> CliError {
+    refused(
+        "BYOK keys (--byok-file, --byok-string) are unwrapped inside a PKCS#11 HSM, and this \
+         sealdisk deployment has none configured. sealdisk never stores an HSM key in software; \
+         import the private key from PEM (--pem-file or --pem-string) as a software key instead."
+            .to_owned(),
+    )
+}
+
+/// Reads the private key of `key import` from `--pem-file` or `--pem-string`, as az does
+/// (`load_pem_private_key`): failures are az's "Import failed: ..." errors.
+fn read_pem_key(a: &ImportKeyArgs) -> CliResult<Jwk> {
+    let parsed = match (&a.pem_file, &a.pem_string) {
+        (Some(path), _) => {
+            let file_error = |source| CliError::File {
+                path: path.clone(),
+                source,
+            };
+            let len = std::fs::metadata(path).map_err(file_error)?.len();
+            if len > MAX_PEM_FILE {
+                return Err(refused(format!(
+                    "Import failed: {} is {len} bytes; a PEM key file is a few kilobytes.",
+                    path.display()
+                )));
+            }
+            let text = SecretBytes::new(std::fs::read(path).map_err(file_error)?);
+            pem::private_key_jwk(text.expose())
+        }
+        (None, Some(text)) => pem::private_key_jwk(text.expose().as_bytes()),
+        (None, None) => {
+            return Err(CliError::Usage(
+                "supply exactly one: --byok-file, --byok-string, --pem-file, --pem-string"
+                    .to_owned(),
+            ));
+        }
+    };
+    match parsed {
+        Err(e) => Err(refused(format!("Import failed: {e}"))),
+        Ok(_) if a.pem_password.is_some() => Err(refused(
+            "Import failed: Password was given but private key is not encrypted.".to_owned(),
+        )),
+        Ok(jwk) => Ok(jwk),
+    }
+}
+
+/// The body of `PUT /keys/{name}` (import): the JWK with its private members, `Hsm`,
+/// attributes and tags. `--kty` and `--curve`, when given, must describe the PEM's key.
+fn import_body(a: &ImportKeyArgs, mut jwk: Jwk) -> CliResult<Value> {
+    let (found, found_curve) = match (jwk.kty.as_deref(), jwk.crv.as_deref()) {
+        (Some("EC"), Some(crv)) => (Kty::Ec, Curve::from_crv(crv)),
+        _ => (Kty::Rsa, None),
+    };
+    let described = match found_curve {
+        Some(c) => format!("an EC key on {}", c.as_str()),
+        None => format!("an {} key", found.as_str()),
+    };
+    if let Some(kty) = a.kty.filter(|k| k.software() != found) {
+        return Err(CliError::Usage(format!(
+            "--kty {} does not match the key in the PEM, which is {described}",
+            kty.as_str()
+        )));
+    }
+    if let Some(curve) = a.curve.filter(|c| Some(*c) != found_curve) {
+        return Err(CliError::Usage(format!(
+            "--curve {} does not match the key in the PEM, which is {described}",
+            curve.as_str()
+        )));
+    }
+    let kty = key_type(Some(a.kty.unwrap_or(found)), None, a.protection)?;
+    jwk.kty = Some(kty.as_str().to_owned());
+    jwk.key_ops = a
+        .ops
+        .as_ref()
+        .map(|ops| ops.iter().map(|o| o.as_str().to_owned()).collect());
+    let key = SecretJson(
+        serde_json::to_value(&jwk)
+            .map_err(|e| CliError::Output(format!("the key cannot be written as JSON: {e}")))?,
+    );
+    let mut body = json!({
+        "key": Value::Null,
+        "Hsm": kty.is_hsm(),
+        "attributes": new_key_attributes(a.disabled, &a.attrs),
+    });
+    if let Some(tags) = &a.tags {
+        body["tags"] = parse_tags(tags)?;
+    }
+    body["key"] = key.take();
+    Ok(body)
+}
+
+/// A JSON document that holds private key members: its strings are zeroed when it is
+/// dropped, so the copies this process makes do not outlive the request.
+struct SecretJson(Value);
+
+impl SecretJson {
+    /// Moves the document out; the emptied holder has nothing left to wipe.
+    fn take(mut self) -> Value {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for SecretJson {
+    fn drop(&mut self) {
+        wipe_strings(&mut self.0);
+    }
+}
+
+/// Zeroes and empties every string value in a JSON document (object keys are names, not
+/// secrets).
+fn wipe_strings(value: &mut Value) {
+    match value {
+        Value::String(s) => drop(SecretBytes::new(std::mem::take(s).into_bytes())),
+        Value::Array(items) => items.iter_mut().for_each(wipe_strings),
+        Value::Object(map) => map.values_mut().for_each(wipe_strings),
+        _ => {}
+    }
+}
+
+/// A key bundle without private JWK members. Key Vault never returns them; should a server
+/// do so anyway, they are not printed.
+fn without_private_members(mut bundle: Value) -> Value {
+    if let Some(key) = bundle.get_mut("key").and_then(Value::as_object_mut) {
+        for member in ["d", "dp", "dq", "qi", "p", "q", "k", "key_hsm"] {
+            key.remove(member);
+        }
+    }
+    bundle
+}
+
+/// `attributes` of a new key (create, import).
+fn new_key_attributes(disabled: Option<bool>, attrs: &AttributeArgs) -> Value {
+    let mut attributes = json!({ "enabled": !disabled.unwrap_or(false) });
+    if let Some(exp) = attrs.expires {
+        attributes["exp"] = json!(exp);
+    }
+    if let Some(nbf) = attrs.not_before {
+        attributes["nbf"] = json!(nbf);
+    }
+    attributes
 }
 
 /// The body of `PATCH /keys/{name}/{version}`: only what was given.
@@ -1211,6 +1451,206 @@ mod tests {
             create_body(&ec).unwrap(),
             json!({"kty": "EC", "crv": "P-384", "attributes": {"enabled": true}})
         );
+    }
+
+    fn import_args(args: &[&str]) -> ImportKeyArgs {
+        let mut full = vec!["import", "--vault-name", "kv1", "-n", "k1"];
+        full.extend_from_slice(args);
+        match key_cmd(&full) {
+            KeyCommand::Import(a) => *a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const RSA_PEM: &str = include_str!("testdata/rsa2048.pkcs1.pem");
+    const EC_PEM: &str = include_str!("testdata/ec-p384.pk8.pem");
+
+    fn pem_jwk(text: &str) -> Jwk {
+        pem::private_key_jwk(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn import_body_carries_the_private_jwk_and_the_new_key_settings() {
+        let a = import_args(&[
+            "--pem-string",
+            RSA_PEM,
+            "--ops",
+            "wrapkey",
+            "unwrapKey",
+            "--disabled",
+            "--expires",
+            "2030-01-01T00:00:00Z",
+            "--not-before",
+            "2020-01-01",
+            "--tags",
+            "env=test",
+        ]);
+        let jwk = pem_jwk(RSA_PEM);
+        let body = import_body(&a, jwk.clone()).unwrap();
+        let mut expected = serde_json::to_value(&jwk).unwrap();
+        expected["key_ops"] = json!(["wrapKey", "unwrapKey"]);
+        assert_eq!(
+            body,
+            json!({
+                "key": expected,
+                "Hsm": false,
+                "attributes": {"enabled": false, "exp": 1_893_456_000, "nbf": 1_577_836_800},
+                "tags": {"env": "test"}
+            })
+        );
+        for member in ["n", "e", "d", "p", "q", "dp", "dq", "qi"] {
+            assert!(body["key"][member].is_string(), "{member}");
+        }
+        assert_eq!(body["key"]["kty"], "RSA");
+    }
+
+    #[test]
+    fn import_body_defaults_and_ec_keys() {
+        let a = import_args(&["--pem-file", "k.pem"]);
+        let body = import_body(&a, pem_jwk(EC_PEM)).unwrap();
+        assert_eq!(body["key"]["kty"], "EC");
+        assert_eq!(body["key"]["crv"], "P-384");
+        assert!(body["key"]["d"].is_string());
+        assert_eq!(body["key"].get("key_ops"), None);
+        assert_eq!(body["Hsm"], false);
+        assert_eq!(body["attributes"], json!({"enabled": true}));
+        assert_eq!(body.get("tags"), None);
+        let matching = import_args(&["--pem-file", "k.pem", "--kty", "ec", "--curve", "P-384"]);
+        assert_eq!(
+            import_body(&matching, pem_jwk(EC_PEM)).unwrap()["key"]["kty"],
+            "EC"
+        );
+    }
+
+    #[test]
+    fn import_kty_and_curve_must_describe_the_pem_key() {
+        for (args, pem_text, message) in [
+            (
+                &["--kty", "EC"][..],
+                RSA_PEM,
+                "--kty EC does not match the key in the PEM, which is an RSA key",
+            ),
+            (
+                &["--kty", "RSA"],
+                EC_PEM,
+                "--kty RSA does not match the key in the PEM, which is an EC key on P-384",
+            ),
+            (
+                &["--curve", "P-256"],
+                EC_PEM,
+                "--curve P-256 does not match the key in the PEM, which is an EC key on P-384",
+            ),
+            (
+                &["--curve", "P-256"],
+                RSA_PEM,
+                "--curve P-256 does not match the key in the PEM, which is an RSA key",
+            ),
+            (
+                &["--kty", "oct"],
+                RSA_PEM,
+                "--kty oct does not match the key in the PEM, which is an RSA key",
+            ),
+        ] {
+            let mut full = vec!["--pem-file", "k.pem"];
+            full.extend_from_slice(args);
+            let err = import_body(&import_args(&full), pem_jwk(pem_text)).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            assert_eq!(err.to_string(), format!("usage error: {message}"));
+        }
+    }
+
+    #[test]
+    fn import_with_hsm_protection_asks_for_an_hsm_key() {
+        // The vault refuses it (no HSM), as it refuses `key create --protection hsm`.
+        for args in [&["--protection", "hsm"][..], &["--kty", "RSA-HSM"]] {
+            let mut full = vec!["--pem-file", "k.pem"];
+            full.extend_from_slice(args);
+            let body = import_body(&import_args(&full), pem_jwk(RSA_PEM)).unwrap();
+            assert_eq!(body["key"]["kty"], "RSA-HSM", "{args:?}");
+            assert_eq!(body["Hsm"], true, "{args:?}");
+        }
+        let a = import_args(&["--pem-file", "k.pem", "--kty", "EC-HSM", "-p", "software"]);
+        assert_eq!(import_body(&a, pem_jwk(EC_PEM)).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn import_reads_pem_files_and_refuses_what_az_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        std::fs::write(&path, RSA_PEM).unwrap();
+        let file = path.to_str().unwrap();
+        let jwk = read_pem_key(&import_args(&["--pem-file", file])).unwrap();
+        assert_eq!(jwk, pem_jwk(RSA_PEM));
+
+        let with_password = import_args(&["--pem-file", file, "--pem-password", "pw"]);
+        assert_eq!(
+            read_pem_key(&with_password).unwrap_err().to_string(),
+            "Import failed: Password was given but private key is not encrypted."
+        );
+
+        let encrypted = include_str!("testdata/rsa2048.encrypted.pk8.pem");
+        for args in [
+            &["--pem-string", encrypted][..],
+            &["--pem-string", encrypted, "--pem-password", "hunter2"],
+        ] {
+            let err = read_pem_key(&import_args(args)).unwrap_err();
+            assert_eq!(err.exit_code(), 1);
+            let text = err.to_string();
+            assert!(
+                text.starts_with("Import failed: the private key is encrypted"),
+                "{text}"
+            );
+            assert!(
+                text.contains("openssl pkey -in KEY.pem -out KEY-plain.pem"),
+                "{text}"
+            );
+        }
+
+        let garbage = read_pem_key(&import_args(&["--pem-string", "nonsense"])).unwrap_err();
+        assert_eq!(
+            garbage.to_string(),
+            "Import failed: no PEM block found; expected -----BEGIN PRIVATE KEY-----, \
+             -----BEGIN RSA PRIVATE KEY----- or -----BEGIN EC PRIVATE KEY-----."
+        );
+
+        let missing = dir.path().join("missing.pem");
+        let err = read_pem_key(&import_args(&["--pem-file", missing.to_str().unwrap()]));
+        assert!(matches!(err, Err(CliError::File { .. })));
+
+        let big = dir.path().join("big.pem");
+        std::fs::write(&big, vec![b'A'; MAX_PEM_FILE as usize + 1]).unwrap();
+        let err = read_pem_key(&import_args(&["--pem-file", big.to_str().unwrap()]));
+        assert!(err.unwrap_err().to_string().contains("a few kilobytes"));
+    }
+
+    #[test]
+    fn byok_is_refused_for_want_of_an_hsm() {
+        let err = byok_unavailable();
+        assert_eq!(err.exit_code(), 1);
+        let text = err.to_string();
+        assert!(text.contains("PKCS#11 HSM"), "{text}");
+        assert!(text.contains("--pem-file"), "{text}");
+    }
+
+    #[test]
+    fn secret_json_is_wiped() {
+        let mut doc = json!({"key": {"d": "c2VjcmV0", "n": "bW9k"}, "list": ["x"], "Hsm": false});
+        wipe_strings(&mut doc);
+        assert_eq!(
+            doc,
+            json!({"key": {"d": "", "n": ""}, "list": [""], "Hsm": false})
+        );
+        let held = SecretJson(json!({"a": "b"}));
+        assert_eq!(held.take(), json!({"a": "b"}));
+    }
+
+    #[test]
+    fn private_members_in_an_answer_are_not_printed() {
+        let bundle = json!({"key": {"kid": "k", "n": "AQAB", "d": "c2VjcmV0", "p": "cA"}});
+        let shown = shape::key_bundle(&without_private_members(bundle), false);
+        assert_eq!(shown["key"]["d"], Value::Null);
+        assert_eq!(shown["key"]["p"], Value::Null);
+        assert_eq!(shown["key"]["n"], "AQAB");
     }
 
     #[test]

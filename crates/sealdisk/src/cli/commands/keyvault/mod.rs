@@ -1,12 +1,15 @@
 //! `keyvault ...`: vaults through ARM (`vault.rs`), keys on the vault's own endpoint
-//! (`key.rs`), the audit trail (`audit.rs`), and the shapes az prints (`shape.rs`).
+//! (`key.rs`; private keys to import are read from PEM by `pem.rs` with the DER reader
+//! `der.rs`), the audit trail (`audit.rs`), and the shapes az prints (`shape.rs`).
 //!
 //! Data-plane requests authenticate with the challenge flow of the Azure SDK
 //! ([`crate::cli::session::Session::send_challenged`]): the vault names its token audience in
 //! a 401 answer, so nothing here needs to know it.
 
 mod audit;
+mod der;
 mod key;
+mod pem;
 mod shape;
 mod vault;
 
@@ -249,6 +252,61 @@ mod tests {
                 "--protection",
                 "hsm",
             ],
+            &[
+                "key",
+                "import",
+                "--vault-name",
+                "kv1",
+                "--name",
+                "k1",
+                "--pem-file",
+                "/tmp/k.pem",
+                "--pem-password",
+                "pw",
+                "--kty",
+                "RSA",
+                "--protection",
+                "software",
+                "--ops",
+                "encrypt",
+                "decrypt",
+                "--disabled",
+                "false",
+                "--expires",
+                "2030-01-01T00:00:00Z",
+                "--not-before",
+                "2020-01-01",
+                "--tags",
+                "a=b",
+            ],
+            &[
+                "key",
+                "import",
+                "--vault-name",
+                "kv1",
+                "-n",
+                "k2",
+                "--pem-string",
+                "-----BEGIN PRIVATE KEY-----",
+                "--kty",
+                "EC",
+                "--curve",
+                "P-256",
+            ],
+            &[
+                "key",
+                "import",
+                "--vault-name",
+                "kv1",
+                "-n",
+                "k3",
+                "--byok-file",
+                "/tmp/k.byok",
+                "--kty",
+                "RSA-HSM",
+                "-p",
+                "hsm",
+            ],
             &["key", "show", "--vault-name", "kv1", "--name", "k1"],
             &[
                 "key",
@@ -392,6 +450,56 @@ mod tests {
                 "tomorrow",
             ],
             &["set-policy", "-n", "kv1", "--key-permissions", "get"],
+            // key import: exactly one source, and --pem-password only with a PEM.
+            &["key", "import", "--vault-name", "kv1", "-n", "k"],
+            &[
+                "key",
+                "import",
+                "--vault-name",
+                "kv1",
+                "-n",
+                "k",
+                "--pem-file",
+                "a.pem",
+                "--pem-string",
+                "x",
+            ],
+            &[
+                "key",
+                "import",
+                "--vault-name",
+                "kv1",
+                "-n",
+                "k",
+                "--pem-file",
+                "a.pem",
+                "--byok-file",
+                "a.byok",
+            ],
+            &[
+                "key",
+                "import",
+                "--vault-name",
+                "kv1",
+                "-n",
+                "k",
+                "--byok-file",
+                "a.byok",
+                "--pem-password",
+                "pw",
+            ],
+            &[
+                "key",
+                "import",
+                "--vault-name",
+                "kv1",
+                "-n",
+                "k",
+                "--pem-file",
+                "a.pem",
+                "--kty",
+                "DSA",
+            ],
         ] {
             let err = parse(args).expect_err(&format!("{args:?} should not parse"));
             assert_eq!(err.exit_code(), 2, "{args:?}");
