@@ -87,10 +87,11 @@ class Server:
     def ca_file(self) -> Path:
         return self.data_dir / "tls" / "ca-cert.pem"
 
-    def start(self, listen: str = "localhost:0") -> "Server":
+    def start(self, listen: str = "localhost:0", nbd_listen: str = "localhost:0") -> "Server":
         """Starts the server and waits until connection.json is (re)written and /healthz answers 200.
 
-        `listen` defaults to an ephemeral port; a restart can pass the previous "localhost:PORT".
+        `listen` and `nbd_listen` default to ephemeral ports; a restart can pass the previous
+        "localhost:PORT" (the NBD port is in connection.json's `nbdEndpoint`).
         """
         assert self.proc is None or self.proc.poll() is not None, "server already running"
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +104,7 @@ class Server:
             "--listen",
             listen,
             "--nbd-listen",
-            "127.0.0.1:0",
+            nbd_listen,
         ]
         log = open(self.log_path, "ab")
         log.write(f"\n===== {time.strftime('%H:%M:%S')} starting: {' '.join(cmd)}\n".encode())

@@ -25,8 +25,9 @@ def test_connection_json_describes_the_server(server: Server):
     assert Path(conn["caCertFile"]).resolve() == server.ca_file.resolve(), conn["caCertFile"]
     assert server.ca_file.read_text().startswith("-----BEGIN CERTIFICATE-----")
     assert conn["keyVaultDnsSuffix"] == f"vault.localhost:{server.port}"
+    # TLS-only NBD, named like the HTTPS endpoint so the server certificate matches.
     host, _, nbd_port = conn["nbdEndpoint"].rpartition(":")
-    assert host == "127.0.0.1" and int(nbd_port) > 0, conn["nbdEndpoint"]
+    assert host == "nbds://localhost" and int(nbd_port) > 0, conn["nbdEndpoint"]
 
 
 def test_secrets_at_rest(server: Server):
@@ -57,10 +58,12 @@ def test_https_on_every_loopback_name(server: Server):
         assert resp.status_code == 200, show(resp)
 
 
-def test_nbd_port_accepts_connections(server: Server):
-    host, _, port = server.conn["nbdEndpoint"].rpartition(":")
-    with socket.create_connection((host, int(port)), timeout=5):
-        pass
+def test_nbd_port_accepts_connections_on_both_loopbacks(server: Server):
+    _, _, port = server.conn["nbdEndpoint"].rpartition(":")
+    for host in ("127.0.0.1", "::1"):
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            # Fixed newstyle greeting: "NBDMAGIC" then "IHAVEOPT".
+            assert sock.recv(16, socket.MSG_WAITALL) == b"NBDMAGICIHAVEOPT"
 
 
 def test_sigterm_stops_the_server_cleanly(fresh_server: Server):

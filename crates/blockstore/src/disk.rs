@@ -1047,25 +1047,47 @@ impl Disk {
         self.commit(&mut committed, header)
     }
 
-    /// Writes `header` with the next generation into the slot that is not current, syncs it,
-    /// and makes it current. On error the committed header stays as it was in memory; on disk
-    /// the other slot may or may not hold the new header.
-    fn commit(&self, committed: &mut Committed, mut header: Header) -> Result<(), StoreError> {
-        header.generation = committed
-            .header
-            .generation
-            .checked_add(1)
-            .ok_or(StoreError::GenerationExhausted)?;
-        let bytes = format::encode_slot(&header).map_err(StoreError::EncodeHeader)?;
-        let slot = committed.slot.other();
-        let failed = |source| StoreError::WriteHeader { slot, source };
-        self.backend
-            .write_at(&bytes, slot.offset())
-            .map_err(failed)?;
-        self.backend.sync_data().map_err(failed)?;
-        *committed = Committed { header, slot };
-        Ok(())
+    /// Replaces the wrap records of a disk that is not open (no DEKs needed): the same
+    /// crash-safe header update as [`Disk::rewrap`]. The caller makes sure nobody opens the
+    /// disk meanwhile (an open disk must be re-wrapped through its `Disk`).
+    pub fn rewrap_closed(backend: &dyn Backend, layers: Vec<WrapLayer>) -> Result<(), StoreError> {
+        let mut committed = Self::read_committed(backend)?;
+        if layers.len() != committed.header.layers.len() {
+            return Err(StoreError::LayerCount {
+                count: layers.len(),
+                expected: committed.header.layers.len(),
+            });
+        }
+        let mut header = committed.header.clone();
+        header.layers = layers;
+        commit_to(backend, &mut committed, header)
     }
+
+    fn commit(&self, committed: &mut Committed, header: Header) -> Result<(), StoreError> {
+        commit_to(self.backend.as_ref(), committed, header)
+    }
+}
+
+/// Writes `header` with the next generation into the slot that is not current, syncs it, and
+/// makes it current. On error the committed header stays as it was in memory; on disk the
+/// other slot may or may not hold the new header.
+fn commit_to(
+    backend: &dyn Backend,
+    committed: &mut Committed,
+    mut header: Header,
+) -> Result<(), StoreError> {
+    header.generation = committed
+        .header
+        .generation
+        .checked_add(1)
+        .ok_or(StoreError::GenerationExhausted)?;
+    let bytes = format::encode_slot(&header).map_err(StoreError::EncodeHeader)?;
+    let slot = committed.slot.other();
+    let failed = |source| StoreError::WriteHeader { slot, source };
+    backend.write_at(&bytes, slot.offset()).map_err(failed)?;
+    backend.sync_data().map_err(failed)?;
+    *committed = Committed { header, slot };
+    Ok(())
 }
 
 #[cfg(test)]

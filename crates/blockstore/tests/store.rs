@@ -463,6 +463,25 @@ fn rewrap_then_reopen_with_the_same_deks() {
     drop(disk);
     let disk = Disk::open(Arc::new(backend.durable_image()), keys(&[1, 2])).expect("reopen");
     assert_eq!(read_all(&disk), data);
+    drop(disk);
+
+    // A disk nobody has open is re-wrapped without its keys, just as durably.
+    assert!(matches!(
+        Disk::rewrap_closed(backend.as_ref(), vec![wrap("one")]),
+        Err(StoreError::LayerCount { .. })
+    ));
+    Disk::rewrap_closed(backend.as_ref(), vec![wrap("closed0"), wrap("closed1")])
+        .expect("rewrap closed");
+    let durable = backend.durable_image();
+    let header = Disk::read_header(&durable).expect("header");
+    assert_eq!(header.generation, 4);
+    assert_eq!(header.layers, vec![wrap("closed0"), wrap("closed1")]);
+    assert_eq!(
+        durable.to_vec()[HEADER_REGION_LEN..],
+        before[HEADER_REGION_LEN..]
+    );
+    let disk = Disk::open(Arc::new(durable), keys(&[1, 2])).expect("reopen");
+    assert_eq!(read_all(&disk), data);
 }
 
 // ---- keys ----

@@ -400,43 +400,90 @@ impl ControlPlane {
         }
     }
 
-    /// Re-wraps the customer-key layer of every disk of set `des_id` under the set's active
-    /// key (rotation): no data is rewritten. Each disk's header update is atomic, and every
-    /// layer names the key version that wraps it, so a disk stopped half-way reads with the
-    /// old or the new wrap.
+    /// Re-wraps the customer-key layers of every disk, snapshot and image volume of set
+    /// `des_id` under the set's active key (rotation): no data is rewritten and no volume
+    /// needs opening. Each header update is atomic, and every layer names the key version that
+    /// wraps it, so a volume stopped half-way reads with the old or the new wrap; running this
+    /// again finishes the job. Volumes are re-wrapped by a few threads at once, so that key
+    /// operations, audit appends and header syncs overlap.
     pub(crate) fn rewrap_des_volumes(&self, des_id: &str) -> Result<usize, ControlError> {
+        const WORKERS: usize = 8;
         let set = self.des_by_id(des_id)?;
         let key_url = set["properties"]["activeKey"]["keyUrl"]
             .as_str()
             .unwrap_or_default()
             .to_string();
+        let docs: Vec<Value> = self
+            .des_associated_resources(des_id)?
+            .iter()
+            .filter_map(|id| self.store.resource(id).ok().flatten())
+            .map(|r| r.body)
+            .collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let failure: std::sync::Mutex<Option<ControlError>> = std::sync::Mutex::new(None);
+        std::thread::scope(|scope| {
+            for _ in 0..WORKERS.min(docs.len()) {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(doc) = docs.get(i) else { break };
+                        match self.rewrap_volume(doc, &set, &key_url) {
+                            Ok(true) => {
+                                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            Ok(false) => {}
+                            Err(e) => {
+                                failure
+                                    .lock()
+                                    .unwrap_or_else(PoisonError::into_inner)
+                                    .get_or_insert(e);
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        match failure.into_inner().unwrap_or_else(PoisonError::into_inner) {
+            Some(e) => Err(e),
+            None => Ok(done.into_inner()),
+        }
+    }
+
+    /// Re-wraps the stale customer-key layers of one volume; `false` if none was stale.
+    fn rewrap_volume(&self, doc: &Value, set: &Value, key_url: &str) -> Result<bool, ControlError> {
+        let id = volume_of(doc)?;
+        let volumes = &self.data()?.volumes;
+        let header = volumes.header(id)?;
+        let stale =
+            |l: &WrapLayer| l.key_id != PLATFORM_KEY_ID && !KeyUrl::same_key(&l.key_id, key_url);
+        if !header.layers.iter().any(stale) {
+            return Ok(false);
+        }
+        let encryption = DiskEncryption::of(doc);
+        let mut layers = Vec::with_capacity(header.layers.len());
+        for (layer, old) in header.layers.iter().enumerate() {
+            if !stale(old) {
+                layers.push(old.clone());
+                continue;
+            }
+            let dek = self.unwrap_layer(id, doc, layer, old)?;
+            layers.push(self.wrap_layer(id, &encryption, Some(set), layer, &dek)?);
+        }
+        volumes.rewrap(id, layers)?;
+        Ok(true)
+    }
+
+    /// Finishes rotations a stop interrupted: every set's volumes are brought to its active
+    /// key. Returns how many volumes were re-wrapped.
+    pub fn finish_rotations(&self) -> Result<usize, ControlError> {
+        let sets = self.store.resources(&ResourceQuery {
+            resource_type: Some(crate::encryption_sets::DES_TYPE),
+            ..Default::default()
+        })?;
         let mut done = 0;
-        for disk_id in self.des_associated_resources(des_id)? {
-            let Some(record) = self.store.resource(&disk_id)? else {
-                continue;
-            };
-            let body = record.body;
-            let id = volume_of(&body)?;
-            let encryption = DiskEncryption::of(&body);
-            let disk = self.open_volume(&body)?;
-            let header = disk.header();
-            let stale = |l: &WrapLayer| {
-                l.key_id != PLATFORM_KEY_ID && !KeyUrl::same_key(&l.key_id, &key_url)
-            };
-            if !header.layers.iter().any(stale) {
-                continue;
-            }
-            let mut layers = Vec::with_capacity(header.layers.len());
-            for (layer, old) in header.layers.iter().enumerate() {
-                if !stale(old) {
-                    layers.push(old.clone());
-                    continue;
-                }
-                let dek = self.unwrap_layer(id, &body, layer, old)?;
-                layers.push(self.wrap_layer(id, &encryption, Some(&set), layer, &dek)?);
-            }
-            disk.rewrap(layers).map_err(ControlError::Volume)?;
-            done += 1;
+        for set in sets {
+            done += self.rewrap_des_volumes(&set.id)?;
         }
         Ok(done)
     }

@@ -464,21 +464,26 @@ impl ControlPlane {
         Ok(!self.des_associated_resources(des_id)?.is_empty())
     }
 
-    /// The ids of the disks that use set `des_id`.
+    /// The ids of the disks and snapshots that use set `des_id`.
     pub fn des_associated_resources(&self, des_id: &str) -> Result<Vec<String>, ControlError> {
-        let disks = self.store.resources(&ResourceQuery {
-            resource_type: Some(crate::disks::DISK_TYPE),
-            scope: Some(&self.subscription_scope()),
-        })?;
-        Ok(disks
-            .into_iter()
-            .filter(|d| {
-                d.body["properties"]["encryption"]["diskEncryptionSetId"]
-                    .as_str()
-                    .is_some_and(|s| s.eq_ignore_ascii_case(des_id))
-            })
-            .map(|d| d.id)
-            .collect())
+        let mut out = Vec::new();
+        for kind in [crate::disks::DISK_TYPE, crate::snapshots::SNAPSHOT_TYPE] {
+            let records = self.store.resources(&ResourceQuery {
+                resource_type: Some(kind),
+                scope: Some(&self.subscription_scope()),
+            })?;
+            out.extend(
+                records
+                    .into_iter()
+                    .filter(|d| {
+                        d.body["properties"]["encryption"]["diskEncryptionSetId"]
+                            .as_str()
+                            .is_some_and(|s| s.eq_ignore_ascii_case(des_id))
+                    })
+                    .map(|d| d.id),
+            );
+        }
+        Ok(out)
     }
 
     /// `associatedResources` of a set.

@@ -197,6 +197,20 @@ impl Volumes {
         Ok(disk)
     }
 
+    /// Replaces the wrap records of volume `id` (its DEKs unchanged): through the open `Disk`
+    /// if someone holds it, otherwise directly on the closed volume, with opens held off.
+    pub fn rewrap(&self, id: Uuid, layers: Vec<WrapLayer>) -> Result<(), ControlError> {
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(disk) = open.get(&id).and_then(Weak::upgrade) {
+            drop(open);
+            return disk.rewrap(layers).map_err(ControlError::Volume);
+        }
+        let backend = self.existing_backend(id)?;
+        let result = Disk::rewrap_closed(&*backend, layers).map_err(ControlError::Volume);
+        drop(open);
+        result
+    }
+
     /// The header of volume `id` (its wrap layers), read without opening it.
     pub fn header(&self, id: Uuid) -> Result<blockstore::Header, ControlError> {
         let backend = self.existing_backend(id)?;

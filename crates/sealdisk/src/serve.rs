@@ -203,6 +203,11 @@ async fn run(args: ServeArgs) -> Result<()> {
         ));
     }
     tokio::spawn(rotation_scheduler(state.clone()));
+    match state.control.finish_rotations() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(volumes = n, "finished interrupted key rotations"),
+        Err(e) => tracing::error!(error = %e, "finishing interrupted key rotations failed"),
+    }
     match state.control.resume_running_vms() {
         Ok(failed) => {
             for (vm, error) in failed {

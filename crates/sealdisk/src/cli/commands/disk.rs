@@ -112,7 +112,7 @@ pub enum DiskCommand {
         #[arg(long)]
         no_wait: bool,
     },
-    /// Grant time-limited access to a disk: prints the NBD URI (`accessSas`).
+    /// Grant time-limited access to a disk: prints the NBD URI (`accessSAS`).
     GrantAccess {
         #[command(flatten)]
         disk: DiskName,
@@ -303,7 +303,7 @@ pub async fn run(ctx: &Ctx, cmd: DiskCommand) -> CliResult<Outcome> {
                 .as_ref()
                 .and_then(|r| r["accessSAS"].as_str())
                 .map(str::to_owned);
-            Outcome::value(json!({"accessSas": sas}))
+            Outcome::value(json!({"accessSAS": sas}))
         }
         DiskCommand::RevokeAccess { disk } => {
             let url = disk_url(&session, &disk, "/endGetAccess")?;

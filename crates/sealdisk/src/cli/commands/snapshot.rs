@@ -84,7 +84,7 @@ pub enum SnapshotCommand {
         #[command(flatten)]
         yes: YesArg,
     },
-    /// Grant read access to a snapshot: prints the NBD URI (`accessSas`).
+    /// Grant read access to a snapshot: prints the NBD URI (`accessSAS`).
     GrantAccess {
         #[command(flatten)]
         snapshot: Named,
@@ -303,7 +303,7 @@ pub async fn run_snapshot(ctx: &Ctx, cmd: SnapshotCommand) -> CliResult<Outcome>
                 .as_ref()
                 .and_then(|r| r["accessSAS"].as_str())
                 .map(str::to_owned);
-            Outcome::value(json!({"accessSas": sas}))
+            Outcome::value(json!({"accessSAS": sas}))
         }
         SnapshotCommand::RevokeAccess { snapshot } => {
             let u = url(&session, "snapshots", &snapshot, "/endGetAccess", api)?;
