@@ -256,6 +256,15 @@ impl DiskEncryption {
     }
 }
 
+/// How a disk moves to another encryption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EncryptionChange {
+    /// Same layers: the DEKs were re-wrapped, no data touched.
+    Rewrapped,
+    /// A layer comes or goes: the data is re-encrypted into a new volume.
+    Reencrypt,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LayerKey {
     Platform,
@@ -662,7 +671,7 @@ impl ControlPlane {
         body: &Value,
         current: &DiskEncryption,
         wanted: &DiskEncryption,
-    ) -> Result<(), ControlError> {
+    ) -> Result<EncryptionChange, ControlError> {
         let name = body["name"].as_str().unwrap_or_default();
         let state = disk_state(body);
         if state != "Unattached" && state != "Reserved" {
@@ -670,14 +679,25 @@ impl ControlPlane {
                 "Disk '{name}' is {state}; its encryption can change only while it is unattached or its VM is deallocated."
             )));
         }
-        if wanted.layers().len() != current.layers().len() {
-            return Err(ControlError::OperationNotAllowed(format!(
-                "Changing disk '{name}' from {} to {} adds or removes an encryption layer, which re-encrypts the data; that is not offered yet. Create a new disk with {} and copy the data.",
-                current.kind, wanted.kind, wanted.kind
-            )));
-        }
         let location = body["location"].as_str().unwrap_or_default();
         let set = self.check_encryption(wanted, location)?;
+        if wanted.layers().len() != current.layers().len() {
+            // A layer comes or goes: the data is re-encrypted into a new volume in the
+            // background. The keys of both sides must work before that starts.
+            drop(self.open_volume(body)?);
+            if let Some(set) = &set {
+                let key_url = set["properties"]["activeKey"]["keyUrl"]
+                    .as_str()
+                    .unwrap_or_default();
+                if let Some(reason) = self.des_key_problem(set, key_url)? {
+                    return Err(ControlError::DiskEncryptionSetKeyUnusable {
+                        set: set["name"].as_str().unwrap_or_default().to_string(),
+                        reason,
+                    });
+                }
+            }
+            return Ok(EncryptionChange::Reencrypt);
+        }
         let id = volume_of(body)?;
         let disk = self.open_volume(body)?;
         let header = disk.header();
@@ -686,7 +706,121 @@ impl ControlPlane {
             let dek = self.unwrap_layer(id, body, layer, old)?;
             layers.push(self.wrap_layer(id, wanted, set.as_ref(), layer, &dek)?);
         }
-        disk.rewrap(layers).map_err(ControlError::Volume)
+        disk.rewrap(layers).map_err(ControlError::Volume)?;
+        Ok(EncryptionChange::Rewrapped)
+    }
+
+    /// Re-encrypts a disk into a new volume with the encryption recorded in
+    /// `internal.reencrypt`, updating `completionPercent` as it goes; then the disk switches
+    /// to the new volume and the old one is destroyed. Runs on its own thread.
+    fn spawn_reencrypt(&self, disk_id: String) {
+        let plane = self.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = plane.reencrypt(&disk_id) {
+                tracing::error!(disk = disk_id, error = %e, "re-encrypting a disk failed");
+                if let Ok(Some(mut record)) = plane.store.resource(&disk_id) {
+                    record.body["properties"]["provisioningState"] = json!("Failed");
+                    if let Some(internal) = record.body["internal"].as_object_mut() {
+                        internal.remove("reencrypt");
+                    }
+                    let _ = plane.store.put_resource(&record);
+                }
+            }
+        });
+    }
+
+    fn reencrypt(&self, disk_id: &str) -> Result<(), ControlError> {
+        let data = self.data()?;
+        let mut record = self.store.resource(disk_id)?.ok_or_else(|| {
+            ControlError::InvalidRequestContent(format!("disk {disk_id} vanished"))
+        })?;
+        // A volume left by an interrupted attempt is discarded; the source was never written.
+        if let Some(stale) = record.body["internal"]["reencrypt"]["volume"]
+            .as_str()
+            .and_then(|v| v.parse::<Uuid>().ok())
+        {
+            data.volumes.destroy(stale)?;
+        }
+        let target = json!({"properties": {"encryption": record.body["internal"]["reencrypt"]["encryption"].clone()}});
+        let wanted = DiskEncryption::of(&target);
+        let location = record.body["location"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let set = self.check_encryption(&wanted, &location)?;
+        let old_id = volume_of(&record.body)?;
+        let new_id = Uuid::new_v4();
+        record.body["internal"]["reencrypt"]["volume"] = json!(new_id.to_string());
+        self.store.put_resource(&record)?;
+        let size = record.body["properties"]["diskSizeBytes"]
+            .as_u64()
+            .unwrap_or(0);
+        let from = self.open_volume(&record.body)?;
+        let to = data
+            .volumes
+            .create(new_id, size, wanted.layers().len(), &|layer, dek| {
+                self.wrap_layer(new_id, &wanted, set.as_ref(), layer, dek)
+            })?;
+        let mut last = 0;
+        Volumes::copy_with_progress(&from, &to, &mut |done, total| {
+            let percent = (done * 100).checked_div(total).unwrap_or(100);
+            if percent >= last + 5 && percent < 100 {
+                last = percent;
+                if let Ok(Some(mut r)) = self.store.resource(disk_id) {
+                    r.body["properties"]["completionPercent"] = json!(percent);
+                    let _ = self.store.put_resource(&r);
+                }
+            }
+        })?;
+        drop((from, to));
+        let mut record = self.store.resource(disk_id)?.ok_or_else(|| {
+            ControlError::InvalidRequestContent(format!("disk {disk_id} vanished"))
+        })?;
+        record.body["properties"]["uniqueId"] = json!(new_id.to_string());
+        record.body["properties"]["encryption"] = wanted.to_json();
+        record.body["properties"]["provisioningState"] = json!("Succeeded");
+        record.body["properties"]["completionPercent"] = json!(100);
+        if let Some(internal) = record.body["internal"].as_object_mut() {
+            internal.remove("reencrypt");
+        }
+        self.store.put_resource(&record)?;
+        data.volumes.destroy(old_id)?;
+        tracing::info!(
+            disk = disk_id,
+            encryption = wanted.kind,
+            "disk re-encrypted"
+        );
+        Ok(())
+    }
+
+    /// Restarts re-encryptions a stop interrupted. Returns how many.
+    pub fn resume_reencryptions(&self) -> Result<usize, ControlError> {
+        let disks = self.store.resources(&ResourceQuery {
+            resource_type: Some(DISK_TYPE),
+            ..Default::default()
+        })?;
+        let mut n = 0;
+        for d in disks {
+            if d.body["internal"]["reencrypt"].is_object() {
+                self.spawn_reencrypt(d.id);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Refuses changes to a disk that is being re-encrypted.
+    fn refuse_while_updating(&self, body: &Value) -> Result<(), ControlError> {
+        if body["properties"]["provisioningState"] == "Updating" {
+            return Err(ControlError::OperationNotAllowed(format!(
+                "Disk '{}' is being re-encrypted ({}% done); wait until its provisioningState is Succeeded.",
+                body["name"].as_str().unwrap_or_default(),
+                body["properties"]["completionPercent"]
+                    .as_u64()
+                    .unwrap_or(0)
+            )));
+        }
+        Ok(())
     }
 
     /// Creates or updates a disk; returns the document and whether it was created.
@@ -883,12 +1017,23 @@ impl ControlPlane {
         let mut body = record.body;
         let name = body["name"].as_str().unwrap_or_default().to_string();
         let current_gb = body["properties"]["diskSizeGB"].as_u64().unwrap_or(0);
+        self.refuse_while_updating(&body)?;
+        let mut reencrypt = false;
         if let Some(enc) = &patch.properties.encryption {
             let wanted = encryption_of(Some(enc))?;
             let current = DiskEncryption::of(&body);
             if wanted != current {
-                self.change_encryption(&body, &current, &wanted)?;
-                body["properties"]["encryption"] = wanted.to_json();
+                match self.change_encryption(&body, &current, &wanted)? {
+                    EncryptionChange::Rewrapped => {
+                        body["properties"]["encryption"] = wanted.to_json();
+                    }
+                    EncryptionChange::Reencrypt => {
+                        reencrypt = true;
+                        body["properties"]["provisioningState"] = json!("Updating");
+                        body["properties"]["completionPercent"] = json!(0);
+                        body["internal"]["reencrypt"] = json!({"encryption": wanted.to_json()});
+                    }
+                }
             }
         }
         if let Some(gb) = size_gb(patch.properties.disk_size_gb)?
@@ -935,10 +1080,13 @@ impl ControlPlane {
             body["tags"] = json!(tags);
         }
         self.store.put_resource(&ResourceRecord {
-            id: record.id,
+            id: record.id.clone(),
             resource_type: DISK_TYPE.into(),
             body: body.clone(),
         })?;
+        if reencrypt {
+            self.spawn_reencrypt(record.id);
+        }
         Ok(Self::present(body))
     }
 
@@ -955,6 +1103,7 @@ impl ControlPlane {
             Err(ControlError::ResourceNotFound { .. }) => return Ok(false),
             Err(e) => return Err(e),
         };
+        self.refuse_while_updating(&record.body)?;
         if let Some(vm) = record.body["managedBy"].as_str() {
             return Err(ControlError::OperationNotAllowed(format!(
                 "Disk '{name}' is attached to VM '{vm}'. Detach it before deleting it."
@@ -999,6 +1148,7 @@ impl ControlPlane {
         request: GrantAccessData,
     ) -> Result<String, ControlError> {
         let name = record.body["name"].as_str().unwrap_or_default().to_string();
+        self.refuse_while_updating(&record.body)?;
         let data = self.data()?;
         let uri = data
             .nbd_uri
@@ -1146,6 +1296,7 @@ impl ControlPlane {
             .nbd_uri
             .as_deref()
             .ok_or(ControlError::DataPlaneUnavailable)?;
+        self.refuse_while_updating(&disk.body)?;
         self.refuse_unusable_key(&disk.body)?;
         drop(self.open_volume(&disk.body)?);
         let export =

@@ -220,7 +220,16 @@ impl Volumes {
     /// Copies every allocated byte of `from` into `to` (same size or larger), through both
     /// disks' ciphers: the copy has its own DEKs. Holes stay holes.
     pub fn copy(from: &Disk, to: &Disk) -> Result<(), ControlError> {
-        const WINDOW: u64 = 1 << 30;
+        Self::copy_with_progress(from, to, &mut |_, _| {})
+    }
+
+    /// [`Volumes::copy`], calling `progress(bytes scanned, total)` after every window.
+    pub fn copy_with_progress(
+        from: &Disk,
+        to: &Disk,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<(), ControlError> {
+        const WINDOW: u64 = 256 << 20;
         const CHUNK: u64 = 1 << 20;
         let size = from.size().min(to.size());
         let mut buf = vec![0u8; CHUNK as usize];
@@ -252,6 +261,7 @@ impl Volumes {
             // An extent list that stops short still moves on: the rest of the window is read
             // in the next round from where it ended.
             offset = if at > offset { at } else { offset + window };
+            progress(offset.min(size), size);
         }
         to.flush().map_err(ControlError::Volume)
     }

@@ -208,6 +208,11 @@ async fn run(args: ServeArgs) -> Result<()> {
         Ok(n) => tracing::info!(volumes = n, "finished interrupted key rotations"),
         Err(e) => tracing::error!(error = %e, "finishing interrupted key rotations failed"),
     }
+    match state.control.resume_reencryptions() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(disks = n, "resumed interrupted re-encryptions"),
+        Err(e) => tracing::error!(error = %e, "resuming re-encryptions failed"),
+    }
     match state.control.resume_running_vms() {
         Ok(failed) => {
             for (vm, error) in failed {

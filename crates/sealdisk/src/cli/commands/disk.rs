@@ -271,9 +271,16 @@ pub async fn run(ctx: &Ctx, cmd: DiskCommand) -> CliResult<Outcome> {
             {
                 body["properties"]["encryption"] = encryption;
             }
-            let result = session
-                .arm_lro(LroMethod::Put, url, Some(&body), no_wait)
+            let mut result = session
+                .arm_lro(LroMethod::Put, url.clone(), Some(&body), no_wait)
                 .await?;
+            let updating = |r: &Option<Value>| {
+                r.as_ref()
+                    .is_some_and(|d| d["properties"]["provisioningState"] == "Updating")
+            };
+            if !no_wait && updating(&result) {
+                result = follow_reencryption(&mut session, url, ctx.quiet).await?;
+            }
             table_outcome(result.map(shape))
         }
         DiskCommand::Delete { disk, yes, no_wait } => {
@@ -339,6 +346,54 @@ pub async fn run(ctx: &Ctx, cmd: DiskCommand) -> CliResult<Outcome> {
     };
     session.save()?;
     Ok(outcome)
+}
+
+/// Waits for a background re-encryption (a layer added or removed), drawing a progress bar
+/// on stderr from the disk's `completionPercent`; returns the finished disk.
+async fn follow_reencryption(
+    session: &mut Session,
+    url: Url,
+    quiet: bool,
+) -> CliResult<Option<Value>> {
+    use std::io::Write as _;
+    let deadline = Instant::now() + Duration::from_secs(24 * 3600);
+    loop {
+        let disk = session.arm(Method::GET, url.clone(), None).await?;
+        let props = disk
+            .as_ref()
+            .map(|d| d["properties"].clone())
+            .unwrap_or_default();
+        let percent = props["completionPercent"].as_u64().unwrap_or(0).min(100);
+        if !quiet {
+            let filled = (percent / 5) as usize;
+            eprint!(
+                "\rRe-encrypting [{}{}] {percent:3}%",
+                "#".repeat(filled),
+                ".".repeat(20 - filled)
+            );
+            let _ = std::io::stderr().flush();
+        }
+        match props["provisioningState"].as_str() {
+            Some("Updating") if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Some("Failed") => {
+                if !quiet {
+                    eprintln!();
+                }
+                return Err(CliError::BadResponse {
+                    url: url.to_string(),
+                    detail: "re-encrypting the disk failed; see the server log".into(),
+                });
+            }
+            _ => {
+                if !quiet {
+                    eprintln!();
+                }
+                return Ok(disk);
+            }
+        }
+    }
 }
 
 enum Condition {
