@@ -5,6 +5,7 @@
 //! Nothing here speaks HTTP: `api` translates requests into calls on [`ControlPlane`].
 
 mod authz;
+pub mod catalog;
 mod deployment;
 pub mod disks;
 pub mod encryption_sets;

@@ -160,7 +160,8 @@ impl ControlPlane {
                 )
             })?;
         let image_location = record.body["location"].as_str().unwrap_or_default();
-        if !image_location.eq_ignore_ascii_case(location) {
+        let catalog = record.body["tags"][crate::catalog::CATALOG_TAG] == "true";
+        if !catalog && !image_location.eq_ignore_ascii_case(location) {
             return Err(invalid(
                 "creationData.imageReference.id",
                 format!(

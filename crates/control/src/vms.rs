@@ -176,6 +176,7 @@ impl ControlPlane {
         vm_name: &str,
         entry: &Value,
         lun: Option<u64>,
+        image: Option<&Value>,
     ) -> Result<Value, ControlError> {
         let mut entry = entry.clone();
         let option = entry["createOption"]
@@ -234,11 +235,28 @@ impl ControlPlane {
             .as_str()
             .unwrap_or("Premium_LRS")
             .to_string();
-        let mut disk = json!({
-            "location": location,
-            "sku": {"name": sku},
-            "properties": {"creationData": {"createOption": "Empty"}, "diskSizeGB": gb},
-        });
+        let source_image = match (from_image, image) {
+            (true, Some(reference)) => self.resolve_image_reference(reference)?,
+            _ => None,
+        };
+        let mut disk = match &source_image {
+            // A registered image: a copy of it, at least as large as it is.
+            Some(id) => json!({
+                "location": location,
+                "sku": {"name": sku},
+                "properties": {"creationData": {"createOption": "FromImage", "imageReference": {"id": id}}},
+            }),
+            None => json!({
+                "location": location,
+                "sku": {"name": sku},
+                "properties": {"creationData": {"createOption": "Empty"}, "diskSizeGB": gb},
+            }),
+        };
+        if source_image.is_some()
+            && let Some(given) = entry["diskSizeGB"].as_u64()
+        {
+            disk["properties"]["diskSizeGB"] = json!(given);
+        }
         if lun.is_none() {
             disk["properties"]["osType"] = json!(entry["osType"].as_str().unwrap_or("Linux"));
         }
@@ -258,7 +276,7 @@ impl ControlPlane {
             .map_err(|e| ControlError::InvalidRequestContent(e.to_string()))?;
         let (created, _) = self.put_disk(subscription, group, &name, input)?;
         entry["name"] = json!(name);
-        entry["diskSizeGB"] = json!(gb);
+        entry["diskSizeGB"] = created["properties"]["diskSizeGB"].clone();
         entry["managedDisk"]["id"] = created["id"].clone();
         entry["managedDisk"]["storageAccountType"] = json!(sku);
         Ok(entry)
@@ -300,8 +318,15 @@ impl ControlPlane {
                 .ok_or_else(|| invalid("storageProfile.osDisk", "is required"))?;
         }
         if os_disk["managedDisk"]["id"].is_null() || existing.is_none() {
-            os_disk =
-                self.provision_vm_disk(subscription, group, &location, name, &os_disk, None)?;
+            os_disk = self.provision_vm_disk(
+                subscription,
+                group,
+                &location,
+                name,
+                &os_disk,
+                None,
+                storage.get("imageReference"),
+            )?;
         }
         if os_disk["createOption"].is_null() {
             os_disk["createOption"] = json!("FromImage");
@@ -321,7 +346,15 @@ impl ControlPlane {
             data_disks.push(if known {
                 entry.clone()
             } else {
-                self.provision_vm_disk(subscription, group, &location, name, entry, Some(lun))?
+                self.provision_vm_disk(
+                    subscription,
+                    group,
+                    &location,
+                    name,
+                    entry,
+                    Some(lun),
+                    None,
+                )?
             });
         }
         let mut properties = input.properties.clone();

@@ -485,6 +485,45 @@ fn encryption_sets(
     }
 }
 
+/// `/subscriptions/{s}/providers/Microsoft.Compute/imageAliases[/{alias}]`: the image catalog.
+fn image_aliases(
+    state: &AppState,
+    req: &Req,
+    caller: &Caller,
+    rest: &[String],
+) -> ApiResult<Response> {
+    let sub_scope = state.control.subscription_scope();
+    let read = "Microsoft.Compute/imageAliases/read";
+    let write = "Microsoft.Compute/imageAliases/write";
+    match (rest.len(), &req.method) {
+        (1, &Method::GET) => {
+            authorize(state, caller, read, &sub_scope)?;
+            Ok(list(state.control.image_aliases()?))
+        }
+        (2, &Method::GET) => {
+            authorize(state, caller, read, &sub_scope)?;
+            Ok(ok(state.control.image_alias(&rest[1])?))
+        }
+        (2, &Method::PUT) => {
+            authorize(state, caller, write, &sub_scope)?;
+            let input: control::catalog::AliasInput = req.json()?;
+            Ok(ok(state.control.put_image_alias(&rest[1], input)?))
+        }
+        (2, &Method::DELETE) => {
+            authorize(state, caller, write, &sub_scope)?;
+            Ok(if state.control.delete_image_alias(&rest[1])? {
+                StatusCode::OK.into_response()
+            } else {
+                StatusCode::NO_CONTENT.into_response()
+            })
+        }
+        (_, m) => Err(ApiError::MethodNotAllowed(format!(
+            "{m} on {NAMESPACE}/{}",
+            rest.join("/")
+        ))),
+    }
+}
+
 /// `/subscriptions/{s}/providers/Microsoft.Compute/...`; `rest` starts after the namespace.
 pub fn route_subscription(
     state: &AppState,
@@ -494,6 +533,9 @@ pub fn route_subscription(
     rest: &[String],
 ) -> ApiResult<Response> {
     let is = |i: usize, w: &str| rest.get(i).is_some_and(|s| s.eq_ignore_ascii_case(w));
+    if is(0, "imageAliases") {
+        return image_aliases(state, req, caller, rest);
+    }
     match (rest.len(), &req.method) {
         (1, &Method::GET) if is(0, "disks") => {
             let mut out = Vec::new();

@@ -312,6 +312,15 @@ impl Session {
     }
 
     /// Writes the profile back if tokens or subscriptions changed.
+    /// The directory of the deployment CA certificate when it is named `ca-cert.pem` (the
+    /// layout qemu's and libnbd's TLS options expect), as in a deployment's `tls/` directory.
+    pub fn ca_dir(&self) -> Option<std::path::PathBuf> {
+        let file = self.profile.ca_cert_file.as_deref()?;
+        (file.file_name()? == "ca-cert.pem")
+            .then(|| file.parent().map(std::path::Path::to_path_buf))
+            .flatten()
+    }
+
     pub fn save(&mut self) -> CliResult<()> {
         if self.dirty {
             profile::save(&self.path, &self.profile)?;

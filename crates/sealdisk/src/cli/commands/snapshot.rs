@@ -148,6 +148,61 @@ pub enum ImageCommand {
         #[command(flatten)]
         yes: YesArg,
     },
+    /// Manage the image catalog: aliases such as UbuntuLTS that VMs name with `--image`.
+    #[command(subcommand)]
+    Alias(AliasCommand),
+}
+
+/// `image alias` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum AliasCommand {
+    /// List the aliases (registered, and built-in ones not registered yet).
+    List {
+        #[command(flatten)]
+        sub: SubscriptionArg,
+    },
+    /// Show an alias.
+    Show {
+        /// The alias, e.g. UbuntuLTS.
+        #[arg(short = 'n', long)]
+        name: String,
+        #[command(flatten)]
+        sub: SubscriptionArg,
+    },
+    /// Register an alias from a raw or qcow2 file: the file is uploaded over NBD (needs
+    /// `qemu-img`) into a disk of the catalog resource group, made into an image, and the alias
+    /// points at it.
+    Register {
+        /// The alias, e.g. UbuntuLTS.
+        #[arg(short = 'n', long)]
+        name: String,
+        /// A raw or qcow2 disk image.
+        #[arg(long)]
+        source_file: std::path::PathBuf,
+        /// Linux or Windows.
+        #[arg(long, default_value = "Linux")]
+        os_type: String,
+        /// Resource group holding catalog images (created if missing).
+        #[arg(
+            short = 'g',
+            long = "resource-group",
+            default_value = "sealdisk-image-catalog"
+        )]
+        resource_group: String,
+        /// Location of the catalog resource group.
+        #[arg(short = 'l', long, default_value = "eastus")]
+        location: String,
+        #[command(flatten)]
+        sub: SubscriptionArg,
+    },
+    /// Forget a registered alias (a built-in one goes back to an empty OS disk).
+    Delete {
+        /// The alias.
+        #[arg(short = 'n', long)]
+        name: String,
+        #[command(flatten)]
+        sub: SubscriptionArg,
+    },
 }
 
 fn url(session: &Session, kind: &str, r: &Named, action: &str, api: &str) -> CliResult<Url> {
@@ -385,6 +440,7 @@ pub async fn run_image(ctx: &Ctx, cmd: ImageCommand) -> CliResult<Outcome> {
             }
         }
         ImageCommand::List { scope } => list(&mut session, "images", &scope).await?,
+        ImageCommand::Alias(cmd) => alias(&mut session, cmd).await?,
         ImageCommand::Delete { image, yes } => {
             if !yes.yes && !ctx.confirm("Are you sure you want to perform this operation?")? {
                 return Ok(Outcome::nothing());
@@ -396,4 +452,230 @@ pub async fn run_image(ctx: &Ctx, cmd: ImageCommand) -> CliResult<Outcome> {
     };
     session.save()?;
     Ok(outcome)
+}
+
+fn alias_url(session: &Session, sub: &SubscriptionArg, name: Option<&str>) -> CliResult<Url> {
+    let sub_id = session.subscription_id(sub.subscription.as_deref())?;
+    let tail = match name {
+        Some(n) => format!("/{}", path_segment(n)?),
+        None => String::new(),
+    };
+    session.arm_url(
+        &format!("subscriptions/{sub_id}/providers/Microsoft.Compute/imageAliases{tail}"),
+        api_version::VIRTUAL_MACHINES,
+        &[],
+    )
+}
+
+async fn alias(session: &mut Session, cmd: AliasCommand) -> CliResult<Outcome> {
+    Ok(match cmd {
+        AliasCommand::List { sub } => {
+            let u = alias_url(session, &sub, None)?;
+            let (items, _) = session.list(ServiceKind::Arm, u, false).await?;
+            Outcome::value(Value::Array(items.into_iter().map(shape).collect()))
+        }
+        AliasCommand::Show { name, sub } => {
+            let u = alias_url(session, &sub, Some(&name))?;
+            Outcome {
+                value: session.arm(Method::GET, u, None).await?.map(shape),
+                table: None,
+            }
+        }
+        AliasCommand::Delete { name, sub } => {
+            let u = alias_url(session, &sub, Some(&name))?;
+            session.arm(Method::DELETE, u, None).await?;
+            Outcome::nothing()
+        }
+        AliasCommand::Register {
+            name,
+            source_file,
+            os_type,
+            resource_group,
+            location,
+            sub,
+        } => Outcome::value(
+            register_alias(
+                session,
+                &name,
+                &source_file,
+                &os_type,
+                &resource_group,
+                &location,
+                &sub,
+            )
+            .await?,
+        ),
+    })
+}
+
+/// `qemu-img info` of a local image: its format and virtual size.
+fn image_info(path: &std::path::Path) -> CliResult<(String, u64)> {
+    let out = std::process::Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(path)
+        .output()
+        .map_err(|e| {
+            crate::cli::error::CliError::Usage(format!(
+                "cannot run qemu-img (install qemu-utils): {e}"
+            ))
+        })?;
+    if !out.status.success() {
+        return Err(crate::cli::error::CliError::Usage(format!(
+            "qemu-img info {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let format = info["format"].as_str().unwrap_or("raw").to_owned();
+    let size = info["virtual-size"].as_u64().unwrap_or(0);
+    if !matches!(format.as_str(), "raw" | "qcow2") {
+        return Err(crate::cli::error::CliError::Usage(format!(
+            "{} is a {format} image; give a raw or qcow2 file",
+            path.display()
+        )));
+    }
+    Ok((format, size))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn register_alias(
+    session: &mut Session,
+    name: &str,
+    file: &std::path::Path,
+    os_type: &str,
+    group: &str,
+    location: &str,
+    sub: &SubscriptionArg,
+) -> CliResult<Value> {
+    use crate::cli::error::CliError;
+    let (format, size) = image_info(file)?;
+    let gb = size.div_ceil(1 << 30).max(1);
+    let sub_id = session.subscription_id(sub.subscription.as_deref())?;
+    let group_url = session.arm_url(
+        &format!(
+            "subscriptions/{sub_id}/resourcegroups/{}",
+            path_segment(group)?
+        ),
+        api_version::RESOURCE_GROUPS,
+        &[],
+    )?;
+    session
+        .arm(Method::PUT, group_url, Some(&json!({"location": location})))
+        .await?;
+    let disk = Named {
+        resource_group: group.to_owned(),
+        name: format!("{name}-upload"),
+        sub: sub.clone(),
+    };
+    let disk_url = url(session, "disks", &disk, "", api_version::DISKS)?;
+    let body = json!({
+        "location": location,
+        "sku": {"name": "Standard_LRS"},
+        "properties": {"creationData": {"createOption": "Empty"}, "diskSizeGB": gb, "osType": os_type},
+    });
+    let created = session
+        .arm_lro(LroMethod::Put, disk_url.clone(), Some(&body), false)
+        .await?
+        .unwrap_or(Value::Null);
+    let grant = url(
+        session,
+        "disks",
+        &disk,
+        "/beginGetAccess",
+        api_version::DISKS,
+    )?;
+    let sas = session
+        .arm_lro(
+            LroMethod::Post,
+            grant,
+            Some(&json!({"access": "Write", "durationInSeconds": 3600})),
+            false,
+        )
+        .await?
+        .and_then(|r| r["accessSAS"].as_str().map(str::to_owned))
+        .ok_or_else(|| CliError::Usage("the server returned no NBD URI for the upload".into()))?;
+    let upload = nbd_copy(file, &format, &sas, session.ca_dir());
+    let revoke = url(session, "disks", &disk, "/endGetAccess", api_version::DISKS)?;
+    session
+        .arm_lro(LroMethod::Post, revoke, None, false)
+        .await?;
+    upload?;
+    let image = Named {
+        resource_group: group.to_owned(),
+        name: name.to_owned(),
+        sub: sub.clone(),
+    };
+    let image_url = url(session, "images", &image, "", api_version::VIRTUAL_MACHINES)?;
+    let image_body = json!({
+        "location": location,
+        "tags": {"sealdiskCatalog": "true"},
+        "properties": {"storageProfile": {"osDisk": {
+            "osType": os_type,
+            "osState": "Generalized",
+            "managedDisk": {"id": created["id"]},
+        }}},
+    });
+    let made = session
+        .arm_lro(LroMethod::Put, image_url, Some(&image_body), false)
+        .await?
+        .unwrap_or(Value::Null);
+    session
+        .arm_lro(LroMethod::Delete, disk_url, None, false)
+        .await?;
+    let alias = alias_url(session, sub, Some(name))?;
+    let registered = session
+        .arm(
+            Method::PUT,
+            alias,
+            Some(&json!({"properties": {"imageId": made["id"], "osType": os_type}})),
+        )
+        .await?;
+    Ok(registered.map(shape).unwrap_or(Value::Null))
+}
+
+/// Writes a local image into an NBD export with `qemu-img convert` (TLS with the deployment CA
+/// for `nbds://`).
+fn nbd_copy(
+    file: &std::path::Path,
+    format: &str,
+    sas: &str,
+    ca_dir: Option<std::path::PathBuf>,
+) -> CliResult<()> {
+    use crate::cli::error::CliError;
+    let (scheme, rest) = sas
+        .split_once("://")
+        .ok_or_else(|| CliError::Usage(format!("'{sas}' is not an NBD URI")))?;
+    let (hostport, export) = rest
+        .split_once('/')
+        .ok_or_else(|| CliError::Usage(format!("'{sas}' has no export name")))?;
+    let (host, port) = hostport
+        .rsplit_once(':')
+        .ok_or_else(|| CliError::Usage(format!("'{sas}' has no port")))?;
+    let mut target = format!("driver=nbd,host={host},port={port},export={export}");
+    let mut cmd = std::process::Command::new("qemu-img");
+    cmd.args(["convert", "-n", "-f", format]);
+    if scheme == "nbds" {
+        let dir = ca_dir.ok_or_else(|| {
+            CliError::Usage("no deployment CA to verify the NBD server with".into())
+        })?;
+        cmd.arg("--object").arg(format!(
+            "tls-creds-x509,id=tls0,endpoint=client,dir={}",
+            dir.display()
+        ));
+        target.push_str(",tls-creds=tls0");
+    }
+    cmd.arg(file).args(["--target-image-opts", &target]);
+    let out = cmd
+        .output()
+        .map_err(|e| CliError::Usage(format!("cannot run qemu-img (install qemu-utils): {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(CliError::Usage(format!(
+            "uploading {} failed: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
 }
