@@ -110,6 +110,15 @@ fn vm_disks(doc: &Value) -> Vec<(Option<u64>, String)> {
     out
 }
 
+/// Where a VM's disks are made.
+#[derive(Debug, Clone, Copy)]
+struct VmPlace<'a> {
+    subscription: &'a str,
+    group: &'a str,
+    location: &'a str,
+    name: &'a str,
+}
+
 fn hex_suffix() -> String {
     Uuid::new_v4().simple().to_string()
 }
@@ -170,14 +179,17 @@ impl ControlPlane {
     /// the one it attaches; returns the entry with its `managedDisk.id` and name filled in.
     fn provision_vm_disk(
         &self,
-        subscription: &str,
-        group: &str,
-        location: &str,
-        vm_name: &str,
+        vm: &VmPlace<'_>,
         entry: &Value,
         lun: Option<u64>,
         image: Option<&Value>,
     ) -> Result<Value, ControlError> {
+        let VmPlace {
+            subscription,
+            group,
+            location,
+            name: vm_name,
+        } = *vm;
         let mut entry = entry.clone();
         let option = entry["createOption"]
             .as_str()
@@ -306,6 +318,12 @@ impl ControlPlane {
             (None, Some(e)) => e["location"].as_str().unwrap_or_default().to_string(),
             (None, None) => return Err(invalid("location", "is required")),
         };
+        let place = VmPlace {
+            subscription,
+            group,
+            location: &location,
+            name,
+        };
         let storage = &input.properties["storageProfile"];
         let old_disks = existing.as_ref().map(vm_disks).unwrap_or_default();
         let power = existing.as_ref().map(Power::of).unwrap_or(Power::Running);
@@ -318,15 +336,8 @@ impl ControlPlane {
                 .ok_or_else(|| invalid("storageProfile.osDisk", "is required"))?;
         }
         if os_disk["managedDisk"]["id"].is_null() || existing.is_none() {
-            os_disk = self.provision_vm_disk(
-                subscription,
-                group,
-                &location,
-                name,
-                &os_disk,
-                None,
-                storage.get("imageReference"),
-            )?;
+            os_disk =
+                self.provision_vm_disk(&place, &os_disk, None, storage.get("imageReference"))?;
         }
         if os_disk["createOption"].is_null() {
             os_disk["createOption"] = json!("FromImage");
@@ -346,15 +357,7 @@ impl ControlPlane {
             data_disks.push(if known {
                 entry.clone()
             } else {
-                self.provision_vm_disk(
-                    subscription,
-                    group,
-                    &location,
-                    name,
-                    entry,
-                    Some(lun),
-                    None,
-                )?
+                self.provision_vm_disk(&place, entry, Some(lun), None)?
             });
         }
         let mut properties = input.properties.clone();
