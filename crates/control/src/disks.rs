@@ -520,16 +520,13 @@ impl ControlPlane {
         group: &str,
         name: &str,
     ) -> Result<ResourceRecord, ControlError> {
-        self.check_subscription(subscription)?;
-        self.resource_group(subscription, group)?;
-        self.store
-            .resource(&self.disk_id(group, name))?
-            .filter(|r| r.resource_type.eq_ignore_ascii_case(DISK_TYPE))
-            .ok_or_else(|| ControlError::ResourceNotFound {
-                resource_type: DISK_TYPE.into(),
-                name: name.into(),
-                resource_group: group.into(),
-            })
+        self.typed_record(
+            subscription,
+            group,
+            self.disk_id(group, name),
+            DISK_TYPE,
+            name,
+        )
     }
 
     /// A disk document as clients see it.
@@ -545,19 +542,7 @@ impl ControlPlane {
         subscription: &str,
         group: Option<&str>,
     ) -> Result<Vec<Value>, ControlError> {
-        self.check_subscription(subscription)?;
-        let scope = match group {
-            Some(g) => {
-                self.resource_group(subscription, g)?;
-                format!("{}/resourceGroups/{g}", self.subscription_scope())
-            }
-            None => self.subscription_scope(),
-        };
-        let records = self.store.resources(&ResourceQuery {
-            resource_type: Some(DISK_TYPE),
-            scope: Some(&scope),
-        })?;
-        Ok(records.into_iter().map(|r| Self::present(r.body)).collect())
+        self.typed_list(subscription, group, DISK_TYPE)
     }
 
     /// Checks that a disk may use `encryption`: its set exists, has the matching type and is

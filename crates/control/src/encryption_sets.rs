@@ -143,16 +143,13 @@ impl ControlPlane {
         group: &str,
         name: &str,
     ) -> Result<ResourceRecord, ControlError> {
-        self.check_subscription(subscription)?;
-        self.resource_group(subscription, group)?;
-        self.store
-            .resource(&self.des_id(group, name))?
-            .filter(|r| r.resource_type.eq_ignore_ascii_case(DES_TYPE))
-            .ok_or_else(|| ControlError::ResourceNotFound {
-                resource_type: DES_TYPE.into(),
-                name: name.into(),
-                resource_group: group.into(),
-            })
+        self.typed_record(
+            subscription,
+            group,
+            self.des_id(group, name),
+            DES_TYPE,
+            name,
+        )
     }
 
     /// The set with ARM id `id` (as a disk names it).
@@ -184,23 +181,7 @@ impl ControlPlane {
         subscription: &str,
         group: Option<&str>,
     ) -> Result<Vec<Value>, ControlError> {
-        self.check_subscription(subscription)?;
-        let scope = match group {
-            Some(g) => {
-                self.resource_group(subscription, g)?;
-                format!("{}/resourceGroups/{g}", self.subscription_scope())
-            }
-            None => self.subscription_scope(),
-        };
-        Ok(self
-            .store
-            .resources(&ResourceQuery {
-                resource_type: Some(DES_TYPE),
-                scope: Some(&scope),
-            })?
-            .into_iter()
-            .map(|r| r.body)
-            .collect())
+        self.typed_list(subscription, group, DES_TYPE)
     }
 
     /// Checks a set's key: an enabled RSA 2048/3072/4096 key in a soft-delete vault (with purge

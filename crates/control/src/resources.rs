@@ -477,6 +477,55 @@ impl ControlPlane {
     }
 }
 
+impl ControlPlane {
+    /// The resource `id` of type `kind` in `group` (ResourceNotFound otherwise).
+    pub(crate) fn typed_record(
+        &self,
+        subscription: &str,
+        group: &str,
+        id: String,
+        kind: &str,
+        name: &str,
+    ) -> Result<ResourceRecord, ControlError> {
+        self.check_subscription(subscription)?;
+        self.resource_group(subscription, group)?;
+        self.store
+            .resource(&id)?
+            .filter(|r| r.resource_type.eq_ignore_ascii_case(kind))
+            .ok_or_else(|| ControlError::ResourceNotFound {
+                resource_type: kind.into(),
+                name: name.into(),
+                resource_group: group.into(),
+            })
+    }
+
+    /// Resources of type `kind` in a resource group, or in the subscription; presented.
+    pub(crate) fn typed_list(
+        &self,
+        subscription: &str,
+        group: Option<&str>,
+        kind: &str,
+    ) -> Result<Vec<Value>, ControlError> {
+        self.check_subscription(subscription)?;
+        let scope = match group {
+            Some(g) => {
+                self.resource_group(subscription, g)?;
+                format!("{}/resourceGroups/{g}", self.subscription_scope())
+            }
+            None => self.subscription_scope(),
+        };
+        Ok(self
+            .store
+            .resources(&ResourceQuery {
+                resource_type: Some(kind),
+                scope: Some(&scope),
+            })?
+            .into_iter()
+            .map(|r| Self::present(r.body))
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

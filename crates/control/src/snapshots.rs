@@ -19,7 +19,7 @@ use crate::disks::{
     encryption_of, volume_of,
 };
 use crate::encryption_sets::KeyUrl;
-use crate::store::{ResourceQuery, ResourceRecord};
+use crate::store::ResourceRecord;
 use crate::volumes::Volumes;
 use crate::{ControlError, ControlPlane};
 
@@ -253,26 +253,6 @@ impl ControlPlane {
         )
     }
 
-    fn typed_record(
-        &self,
-        subscription: &str,
-        group: &str,
-        id: String,
-        kind: &str,
-        name: &str,
-    ) -> Result<ResourceRecord, ControlError> {
-        self.check_subscription(subscription)?;
-        self.resource_group(subscription, group)?;
-        self.store
-            .resource(&id)?
-            .filter(|r| r.resource_type.eq_ignore_ascii_case(kind))
-            .ok_or_else(|| ControlError::ResourceNotFound {
-                resource_type: kind.into(),
-                name: name.into(),
-                resource_group: group.into(),
-            })
-    }
-
     fn snapshot_record(
         &self,
         subscription: &str,
@@ -297,31 +277,6 @@ impl ControlPlane {
         Ok(Self::present(
             self.snapshot_record(subscription, group, name)?.body,
         ))
-    }
-
-    fn typed_list(
-        &self,
-        subscription: &str,
-        group: Option<&str>,
-        kind: &str,
-    ) -> Result<Vec<Value>, ControlError> {
-        self.check_subscription(subscription)?;
-        let scope = match group {
-            Some(g) => {
-                self.resource_group(subscription, g)?;
-                format!("{}/resourceGroups/{g}", self.subscription_scope())
-            }
-            None => self.subscription_scope(),
-        };
-        Ok(self
-            .store
-            .resources(&ResourceQuery {
-                resource_type: Some(kind),
-                scope: Some(&scope),
-            })?
-            .into_iter()
-            .map(|r| Self::present(r.body))
-            .collect())
     }
 
     pub fn snapshots(

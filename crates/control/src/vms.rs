@@ -137,16 +137,7 @@ impl ControlPlane {
         group: &str,
         name: &str,
     ) -> Result<ResourceRecord, ControlError> {
-        self.check_subscription(subscription)?;
-        self.resource_group(subscription, group)?;
-        self.store
-            .resource(&self.vm_id(group, name))?
-            .filter(|r| r.resource_type.eq_ignore_ascii_case(VM_TYPE))
-            .ok_or_else(|| ControlError::ResourceNotFound {
-                resource_type: VM_TYPE.into(),
-                name: name.into(),
-                resource_group: group.into(),
-            })
+        self.typed_record(subscription, group, self.vm_id(group, name), VM_TYPE, name)
     }
 
     pub fn vm(&self, subscription: &str, group: &str, name: &str) -> Result<Value, ControlError> {
@@ -156,23 +147,7 @@ impl ControlPlane {
     }
 
     pub fn vms(&self, subscription: &str, group: Option<&str>) -> Result<Vec<Value>, ControlError> {
-        self.check_subscription(subscription)?;
-        let scope = match group {
-            Some(g) => {
-                self.resource_group(subscription, g)?;
-                format!("{}/resourceGroups/{g}", self.subscription_scope())
-            }
-            None => self.subscription_scope(),
-        };
-        Ok(self
-            .store
-            .resources(&ResourceQuery {
-                resource_type: Some(VM_TYPE),
-                scope: Some(&scope),
-            })?
-            .into_iter()
-            .map(|r| Self::present(r.body))
-            .collect())
+        self.typed_list(subscription, group, VM_TYPE)
     }
 
     /// Creates the managed disk a VM's disk entry asks for (`FromImage` / `Empty`), or checks
@@ -719,7 +694,7 @@ pub mod scale_sets {
     use serde_json::{Value, json};
 
     use super::{VmInput, invalid};
-    use crate::store::{ResourceQuery, ResourceRecord};
+    use crate::store::ResourceRecord;
     use crate::{ControlError, ControlPlane};
 
     pub const VMSS_TYPE: &str = "Microsoft.Compute/virtualMachineScaleSets";
@@ -741,16 +716,13 @@ pub mod scale_sets {
             group: &str,
             name: &str,
         ) -> Result<ResourceRecord, ControlError> {
-            self.check_subscription(subscription)?;
-            self.resource_group(subscription, group)?;
-            self.store
-                .resource(&self.vmss_id(group, name))?
-                .filter(|r| r.resource_type.eq_ignore_ascii_case(VMSS_TYPE))
-                .ok_or_else(|| ControlError::ResourceNotFound {
-                    resource_type: VMSS_TYPE.into(),
-                    name: name.into(),
-                    resource_group: group.into(),
-                })
+            self.typed_record(
+                subscription,
+                group,
+                self.vmss_id(group, name),
+                VMSS_TYPE,
+                name,
+            )
         }
 
         pub fn vmss(
@@ -929,20 +901,7 @@ pub mod scale_sets {
             subscription: &str,
             group: Option<&str>,
         ) -> Result<Vec<Value>, ControlError> {
-            self.check_subscription(subscription)?;
-            let scope = match group {
-                Some(g) => format!("{}/resourceGroups/{g}", self.subscription_scope()),
-                None => self.subscription_scope(),
-            };
-            Ok(self
-                .store
-                .resources(&ResourceQuery {
-                    resource_type: Some(VMSS_TYPE),
-                    scope: Some(&scope),
-                })?
-                .into_iter()
-                .map(|r| Self::present(r.body))
-                .collect())
+            self.typed_list(subscription, group, VMSS_TYPE)
         }
     }
 
