@@ -256,6 +256,10 @@ impl DiskEncryption {
     }
 }
 
+/// Why a disk's customer key cannot be used: the set (unless it was deleted), the key URL of
+/// the layer concerned, and the reason.
+type KeyProblem = (Option<Value>, Option<String>, String);
+
 /// How a disk moves to another encryption.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum EncryptionChange {
@@ -1233,6 +1237,11 @@ impl ControlPlane {
 
     /// Why a disk's customer key cannot be used now (`None`: it can, or the disk has none).
     fn customer_key_problem(&self, disk: &Value) -> Result<Option<String>, ControlError> {
+        Ok(self.customer_key_check(disk)?.map(|(_, _, reason)| reason))
+    }
+
+    /// The set, the key URL and the reason when a disk's customer key cannot be used now.
+    fn customer_key_check(&self, disk: &Value) -> Result<Option<KeyProblem>, ControlError> {
         let encryption = DiskEncryption::of(disk);
         let Some(set_id) = &encryption.set else {
             return Ok(None);
@@ -1240,33 +1249,49 @@ impl ControlPlane {
         let set = match self.des_by_id(set_id) {
             Ok(set) => set,
             Err(_) => {
-                return Ok(Some(format!(
-                    "its disk encryption set '{set_id}' was deleted"
-                )));
+                let reason = format!("its disk encryption set '{set_id}' was deleted");
+                return Ok(Some((None, None, reason)));
             }
         };
         let header = self.data()?.volumes.header(volume_of(disk)?)?;
         for layer in header.layers.iter().filter(|l| l.key_id != PLATFORM_KEY_ID) {
             if let Some(problem) = self.des_key_problem(&set, &layer.key_id)? {
-                return Ok(Some(problem));
+                return Ok(Some((Some(set), Some(layer.key_id.clone()), problem)));
             }
         }
         Ok(None)
     }
 
+    /// Refuses to open a disk whose customer key cannot be used; the refused unwrap is
+    /// audited as the set's identity, like a refused data-plane call.
     pub(crate) fn refuse_unusable_key(&self, disk: &Value) -> Result<(), ControlError> {
-        match self.customer_key_problem(disk)? {
-            None => Ok(()),
-            Some(reason) => Err(ControlError::DiskEncryptionSetKeyUnusable {
-                set: DiskEncryption::of(disk)
-                    .set
-                    .as_deref()
-                    .and_then(|s| s.rsplit('/').next())
+        let Some((set, key_url, reason)) = self.customer_key_check(disk)? else {
+            return Ok(());
+        };
+        let set_name = DiskEncryption::of(disk)
+            .set
+            .as_deref()
+            .and_then(|s| s.rsplit('/').next())
+            .unwrap_or_default()
+            .to_string();
+        if let (Some(set), Some(url)) = (&set, key_url.as_deref().and_then(KeyUrl::parse)) {
+            self.audit_internal(keyvault::audit::AuditRecord {
+                caller_object_id: set["identity"]["principalId"]
+                    .as_str()
                     .unwrap_or_default()
                     .to_string(),
-                reason,
-            }),
+                vault: url.vault.clone(),
+                key: Some(url.key.clone()),
+                version: url.version.clone(),
+                operation: "KeyUnwrap".into(),
+                result: "Forbidden".into(),
+                detail: Some(format!("disk encryption set {set_name}: {reason}")),
+            })?;
         }
+        Err(ControlError::DiskEncryptionSetKeyUnusable {
+            set: set_name,
+            reason,
+        })
     }
 
     /// Exports a disk of a running VM over NBD; returns the export URI. The export lives until

@@ -584,9 +584,17 @@ impl ControlPlane {
             },
             result: match &result {
                 Ok(_) => "Success".into(),
-                Err(e) => format!("{e}"),
+                Err(ControlError::KeyDisabled { .. }) => "KeyDisabled".into(),
+                Err(ControlError::KeyNotFound(_)) => "KeyNotFound".into(),
+                Err(ControlError::KeyOperationNotPermitted { .. }) => {
+                    "KeyOperationNotPermitted".into()
+                }
+                Err(_) => "Forbidden".into(),
             },
-            detail: Some(format!("disk encryption set {set_name}")),
+            detail: Some(match &result {
+                Ok(_) => format!("disk encryption set {set_name}"),
+                Err(e) => format!("disk encryption set {set_name}: {e}"),
+            }),
         })?;
         match result? {
             CryptoResult::Bytes { value, .. } => Ok(value),
