@@ -141,13 +141,49 @@ impl ControlPlane {
     }
 
     pub fn vm(&self, subscription: &str, group: &str, name: &str) -> Result<Value, ControlError> {
-        Ok(Self::present(
-            self.vm_record(subscription, group, name)?.body,
-        ))
+        self.present_vm(self.vm_record(subscription, group, name)?.body)
+    }
+
+    /// A VM as clients see it: each disk's `managedDisk` shows the disk's current encryption
+    /// set and SKU (a disk may have been attached, or moved to another set, after creation).
+    fn present_vm(&self, mut vm: Value) -> Result<Value, ControlError> {
+        let storage = &mut vm["properties"]["storageProfile"];
+        if storage["osDisk"].is_object() {
+            self.refresh_managed_disk(&mut storage["osDisk"])?;
+        }
+        if let Some(data) = storage["dataDisks"].as_array_mut() {
+            for entry in data {
+                self.refresh_managed_disk(entry)?;
+            }
+        }
+        Ok(Self::present(vm))
+    }
+
+    fn refresh_managed_disk(&self, entry: &mut Value) -> Result<(), ControlError> {
+        let Some(id) = entry["managedDisk"]["id"].as_str() else {
+            return Ok(());
+        };
+        let Some(disk) = self.store.resource(id)? else {
+            return Ok(());
+        };
+        let managed = &mut entry["managedDisk"];
+        managed["storageAccountType"] = disk.body["sku"]["name"].clone();
+        match disk.body["properties"]["encryption"]["diskEncryptionSetId"].as_str() {
+            Some(set) => managed["diskEncryptionSet"] = json!({"id": set}),
+            None => {
+                if let Some(m) = managed.as_object_mut() {
+                    m.remove("diskEncryptionSet");
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn vms(&self, subscription: &str, group: Option<&str>) -> Result<Vec<Value>, ControlError> {
-        self.typed_list(subscription, group, VM_TYPE)
+        self.typed_list(subscription, group, VM_TYPE)?
+            .into_iter()
+            .map(|vm| self.present_vm(vm))
+            .collect()
     }
 
     /// Creates the managed disk a VM's disk entry asks for (`FromImage` / `Empty`), or checks
@@ -402,7 +438,7 @@ impl ControlPlane {
             resource_type: VM_TYPE.into(),
             body: body.clone(),
         })?;
-        Ok((Self::present(body), existing.is_none()))
+        Ok((self.present_vm(body)?, existing.is_none()))
     }
 
     /// Runs a power action on a VM.
@@ -648,6 +684,23 @@ mod tests {
         assert!(f.plane.vm_exports(&id).is_empty());
         let (state, owner) = disk_state(&f, "my-vm-osdisk");
         assert_eq!((state, owner), (json!("Unattached"), Value::Null));
+    }
+
+    #[test]
+    fn a_vm_shows_its_disks_current_sku() {
+        let f = Fixture::with_data_plane();
+        f.plane.put_vm(&f.sub, "g", "vm", vm_input()).unwrap();
+        let patch = crate::disks::DiskPatch {
+            sku: Some(serde_json::from_value(json!({"name": "StandardSSD_LRS"})).unwrap()),
+            ..Default::default()
+        };
+        f.plane
+            .patch_disk(&f.sub, "g", "my-vm-datadisk-01", patch)
+            .unwrap();
+        let vm = f.plane.vm(&f.sub, "g", "vm").unwrap();
+        let data = &vm["properties"]["storageProfile"]["dataDisks"][0]["managedDisk"];
+        assert_eq!(data["storageAccountType"], "StandardSSD_LRS");
+        assert!(data.get("diskEncryptionSet").is_none());
     }
 
     #[test]
