@@ -41,6 +41,9 @@ pub struct Volumes {
     storage: Storage,
     root: Arc<crypto::RootKey>,
     open: Mutex<HashMap<Uuid, Weak<Disk>>>,
+    /// Closed volumes whose header is being rewritten: `open` waits for them.
+    rewrapping: Mutex<std::collections::HashSet<Uuid>>,
+    rewrapped: std::sync::Condvar,
 }
 
 fn wrap_context(id: Uuid, layer: usize) -> Vec<u8> {
@@ -55,6 +58,8 @@ impl Volumes {
             storage: Storage::Dir(dir),
             root,
             open: Mutex::default(),
+            rewrapping: Mutex::default(),
+            rewrapped: std::sync::Condvar::new(),
         })
     }
 
@@ -64,6 +69,8 @@ impl Volumes {
             storage: Storage::Memory(Mutex::default()),
             root,
             open: Mutex::default(),
+            rewrapping: Mutex::default(),
+            rewrapped: std::sync::Condvar::new(),
         }
     }
 
@@ -183,6 +190,17 @@ impl Volumes {
         if let Some(disk) = open.get(&id).and_then(Weak::upgrade) {
             return Ok(disk);
         }
+        let mut rewrapping = self
+            .rewrapping
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while rewrapping.contains(&id) {
+            rewrapping = self
+                .rewrapped
+                .wait(rewrapping)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        drop(rewrapping);
         let backend = self.existing_backend(id)?;
         let header = Disk::read_header(&*backend).map_err(ControlError::Volume)?;
         let keys = header
@@ -205,9 +223,20 @@ impl Volumes {
             drop(open);
             return disk.rewrap(layers).map_err(ControlError::Volume);
         }
-        let backend = self.existing_backend(id)?;
-        let result = Disk::rewrap_closed(&*backend, layers).map_err(ControlError::Volume);
+        // Only this volume is held off while its header is synced; others open meanwhile.
+        self.rewrapping
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id);
         drop(open);
+        let result = self.existing_backend(id).and_then(|backend| {
+            Disk::rewrap_closed(&*backend, layers).map_err(ControlError::Volume)
+        });
+        self.rewrapping
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        self.rewrapped.notify_all();
         result
     }
 
