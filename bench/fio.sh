@@ -20,8 +20,11 @@
 #
 # Every target gets SIZE GiB, its backing file created fresh in one mktemp directory (so on one
 # filesystem) and filled once through its own server with the same fio sequential write (same
-# seed, so the same plaintext everywhere) before anything is measured. Then ROUNDS rounds; in
-# each round every workload runs on every server in turn (A, B, C, ... then the next workload).
+# seed and --refill_buffers, so the same plaintext everywhere: checked by reading every export
+# back with nbdcopy and comparing SHA-256; sealdisk's volume file is also checked to hold none
+# of sampled plaintext units) before anything is measured. Then ROUNDS rounds; in each round
+# every workload runs on every server in turn (A, B, C, ... then the next workload), each run
+# after a `sync` (no dirty pages left over from the previous run; --no-sync skips it).
 # With --tls both (default), the same matrix runs again with TLS on every server (fio's nbd
 # engine speaks nbds://). Prints every measurement as a JSON line, then the medians, the ratios
 # sealdisk / peer and the targets (bench/fio_report.py). With --profile, after the TLS-off
@@ -109,11 +112,11 @@ mkdir -p "$work/logs" "$work/out"
 declare -A pid=() uri=()
 # Private copies: a rebuild in the shared target directory during the run changes nothing here.
 if [ "$want_sealdisk" = 1 ] && [ -z "$sealdisk_skip" ]; then
-    cp "$server_bin" "$work/sealdisk"
+    cp -p "$server_bin" "$work/sealdisk"
     server_bin=$work/sealdisk
 fi
 if [ -n "$crypto_bin" ]; then
-    if [ -x "$crypto_bin" ]; then cp "$crypto_bin" "$work/$crypto_example"; crypto_bin=$work/$crypto_example
+    if [ -x "$crypto_bin" ]; then cp -p "$crypto_bin" "$work/$crypto_example"; crypto_bin=$work/$crypto_example
     else log "crypto comparison skipped: no $crypto_bin"; crypto_bin=; fi
 fi
 cleanup() {

@@ -72,9 +72,14 @@ def main(paths):
         srvs = order({r["server"] for r in meas if r["tls"] == tls}, SERVERS)
         n_rounds = max(len(v) for k, v in groups.items() if k[0] == tls)
         print(f"### {phase}: medians of {n_rounds} rounds\n")
-        for key, title, digits in [("iops", "IOPS", 0), ("MBps", "MB/s", None),
-                                   ("p99_us", "p99 completion latency, µs", None),
-                                   ("server_cpu_cores", "server CPU, cores", 2),
+        rows = [[wl] + [" · ".join([fmt(med(tls, wl, s, "iops"), 0),
+                                     fmt(med(tls, wl, s, "MBps")),
+                                     fmt(med(tls, wl, s, "p99_us"))])
+                        if med(tls, wl, s, "iops") is not None else "–" for s in srvs]
+                for wl in wls]
+        print(table(f"IOPS · MB/s · p99 completion latency in µs ({phase})",
+                    ["workload"] + srvs, rows))
+        for key, title, digits in [("server_cpu_cores", "server CPU, cores", 2),
                                    ("fio_cpu_cores", "fio CPU, cores", 2)]:
             rows = [[wl] + [fmt(med(tls, wl, s, key), digits) for s in srvs] for wl in wls]
             print(table(f"{title} ({phase})", ["workload"] + srvs, rows))
