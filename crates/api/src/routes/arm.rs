@@ -199,7 +199,7 @@ fn authorize(state: &AppState, caller: &Caller, action: &str, scope: &str) -> Ap
 }
 
 /// The values whose `id` the caller may `action`.
-fn readable(
+pub(super) fn readable(
     state: &AppState,
     caller: &Caller,
     values: Vec<Value>,

@@ -13,6 +13,7 @@ use control::snapshots::{ImageInput, SnapshotInput};
 use control::vms::{VmAction, VmInput};
 use serde_json::json;
 
+use super::arm::readable;
 use super::{Req, list, ok};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -537,70 +538,37 @@ pub fn route_subscription(
         return image_aliases(state, req, caller, rest);
     }
     match (rest.len(), &req.method) {
-        (1, &Method::GET) if is(0, "disks") => {
-            let mut out = Vec::new();
-            for disk in state.control.disks(sub, None)? {
-                let id = disk["id"].as_str().unwrap_or_default();
-                if state
-                    .control
-                    .is_authorized(caller.claims.oid, DISK_READ, id, false)?
-                {
-                    out.push(disk);
-                }
-            }
-            Ok(list(out))
-        }
-        (1, &Method::GET) if is(0, "snapshots") || is(0, "images") => {
-            let snapshots = is(0, "snapshots");
-            let (all, read) = if snapshots {
-                (
-                    state.control.snapshots(sub, None)?,
-                    "Microsoft.Compute/snapshots/read",
-                )
-            } else {
-                (
-                    state.control.images(sub, None)?,
-                    "Microsoft.Compute/images/read",
-                )
-            };
-            let mut out = Vec::new();
-            for item in all {
-                let id = item["id"].as_str().unwrap_or_default();
-                if state
-                    .control
-                    .is_authorized(caller.claims.oid, read, id, false)?
-                {
-                    out.push(item);
-                }
-            }
-            Ok(list(out))
-        }
-        (1, &Method::GET) if is(0, "virtualMachines") => {
-            let mut out = Vec::new();
-            for vm in state.control.vms(sub, None)? {
-                let id = vm["id"].as_str().unwrap_or_default();
-                if state
-                    .control
-                    .is_authorized(caller.claims.oid, VM_READ, id, false)?
-                {
-                    out.push(vm);
-                }
-            }
-            Ok(list(out))
-        }
-        (1, &Method::GET) if is(0, "diskEncryptionSets") => {
-            let mut out = Vec::new();
-            for set in state.control.disk_encryption_sets(sub, None)? {
-                let id = set["id"].as_str().unwrap_or_default();
-                if state
-                    .control
-                    .is_authorized(caller.claims.oid, DES_READ, id, false)?
-                {
-                    out.push(set);
-                }
-            }
-            Ok(list(out))
-        }
+        // Subscription-wide lists show what the caller may read, as ARM does.
+        (1, &Method::GET) if is(0, "disks") => Ok(list(readable(
+            state,
+            caller,
+            state.control.disks(sub, None)?,
+            DISK_READ,
+        )?)),
+        (1, &Method::GET) if is(0, "snapshots") => Ok(list(readable(
+            state,
+            caller,
+            state.control.snapshots(sub, None)?,
+            "Microsoft.Compute/snapshots/read",
+        )?)),
+        (1, &Method::GET) if is(0, "images") => Ok(list(readable(
+            state,
+            caller,
+            state.control.images(sub, None)?,
+            "Microsoft.Compute/images/read",
+        )?)),
+        (1, &Method::GET) if is(0, "virtualMachines") => Ok(list(readable(
+            state,
+            caller,
+            state.control.vms(sub, None)?,
+            VM_READ,
+        )?)),
+        (1, &Method::GET) if is(0, "diskEncryptionSets") => Ok(list(readable(
+            state,
+            caller,
+            state.control.disk_encryption_sets(sub, None)?,
+            DES_READ,
+        )?)),
         (_, m) => Err(ApiError::MethodNotAllowed(format!(
             "{m} on {NAMESPACE}/{}",
             rest.join("/")

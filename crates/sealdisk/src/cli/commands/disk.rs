@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, Url};
 use serde_json::{Map, Value, json};
 
-use super::flattened as shape;
 use super::group::{group_location, parse_tags, path_segment};
+use super::{capitalized, flattened as shape};
 use crate::cli::error::{CliError, CliResult, ServiceError, ServiceKind};
 use crate::cli::lro::LroMethod;
 use crate::cli::output::Outcome;
@@ -453,14 +453,6 @@ async fn wait(
             });
         }
         tokio::time::sleep(Duration::from_secs(interval.max(1))).await;
-    }
-}
-
-fn capitalized(word: &str) -> String {
-    let mut chars = word.chars();
-    match chars.next() {
-        Some(c) => c.to_ascii_uppercase().to_string() + &chars.as_str().to_ascii_lowercase(),
-        None => String::new(),
     }
 }
 

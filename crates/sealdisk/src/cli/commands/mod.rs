@@ -82,6 +82,16 @@ pub fn flattened(wire: Value) -> Value {
     Value::Object(obj)
 }
 
+/// `word` with its first letter upper-case and the rest lower-case, as Azure spells enum
+/// values (`read` → `Read`).
+pub fn capitalized(word: &str) -> String {
+    let mut chars = word.chars();
+    match chars.next() {
+        Some(c) => c.to_ascii_uppercase().to_string() + &chars.as_str().to_ascii_lowercase(),
+        None => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

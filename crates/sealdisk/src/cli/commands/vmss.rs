@@ -4,9 +4,9 @@
 use reqwest::{Method, Url};
 use serde_json::{Value, json};
 
-use super::flattened as shape;
 use super::group::{group_location, parse_tags, path_segment};
 use super::vm::{VmName, image_reference, managed_disk, resource_id};
+use super::{capitalized, flattened as shape};
 use crate::cli::error::{CliError, CliResult, ServiceKind};
 use crate::cli::lro::LroMethod;
 use crate::cli::output::Outcome;
@@ -219,12 +219,4 @@ pub async fn run(ctx: &Ctx, cmd: VmssCommand) -> CliResult<Outcome> {
     };
     session.save()?;
     Ok(outcome)
-}
-
-fn capitalized(word: &str) -> String {
-    let mut chars = word.chars();
-    match chars.next() {
-        Some(c) => c.to_ascii_uppercase().to_string() + &chars.as_str().to_ascii_lowercase(),
-        None => String::new(),
-    }
 }
