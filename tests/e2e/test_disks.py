@@ -510,7 +510,9 @@ def test_no_plaintext_at_rest_and_equal_data_encrypts_differently(fresh: tuple[D
     scanner = WindowScanner(secret, 16)
     # The scanner finds a 16-byte window at an odd offset (so a clean scan means something).
     probe = tmp_path / "probe.bin"
-    probe.write_bytes(os.urandom(1000) + secret[777_777:777_793] + os.urandom(1000))
+    # The byte before the window differs from the secret's, so no earlier window matches.
+    before = bytes([secret[777_776] ^ 0xFF])
+    probe.write_bytes(os.urandom(999) + before + secret[777_777:777_793] + os.urandom(1000))
     assert scanner.scan_file(probe)[0] == 1000
 
     offset = 3 * MiB + 3 * UNIT

@@ -50,9 +50,10 @@ use crate::xts::{DATA_UNIT_LEN, SectorCipher, UnitIndex, XtsError, XtsKey};
 pub const STRIPES: usize = 1024;
 
 const UNIT: u64 = DATA_UNIT_LEN as u64;
-/// Whole units encrypted and stored per backend write (256 KiB), so the per-thread write
-/// buffer stays small.
-const CHUNK_UNITS: u64 = 64;
+/// Whole units encrypted and stored per backend write (1 MiB): requests up to 1 MiB are one
+/// write each, so concurrent writers take the file's lock once per request, while the
+/// per-thread write buffer stays bounded.
+const CHUNK_UNITS: u64 = 256;
 /// Whole units punched per backend call (256 MiB), so huge trims do not hold every stripe
 /// lock for long.
 const PUNCH_UNITS: u64 = 65_536;

@@ -9,8 +9,8 @@
 //! - [`proto`]: the wire format, sans I/O (constants, frame parsing, reply encoding);
 //! - [`handshake`]: option haggling as a state machine, sans I/O;
 //! - [`command`]: transmission-phase request checks and block-status descriptors, sans I/O;
-//! - [`serve`] / [`serve_connection`]: the tokio server (plain or STARTTLS, pipelined
-//!   requests on the blocking pool, revocation);
+//! - [`serve`] / [`serve_connection`]: the tokio server (a thread per connection, plain or
+//!   STARTTLS, pipelined requests, revocation);
 //! - [`fuzzing`]: harnesses the fuzz targets and property tests call.
 //!
 //! Every export advertises a minimum block size of 512 bytes, a preferred block size of 4096
@@ -24,7 +24,8 @@ mod server;
 
 pub use server::{
     ConnectionError, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_BYTES_IN_FLIGHT,
-    DEFAULT_MAX_REQUESTS_IN_FLIGHT, DEFAULT_STOP_GRACE, ServerConfig, serve, serve_connection,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_REQUESTS_IN_FLIGHT, DEFAULT_STOP_GRACE, ServerConfig,
+    serve, serve_connection,
 };
 
 use std::io;

@@ -9,7 +9,9 @@
 //!   share of a bounded byte budget. While the device is fast (a moving average of its time
 //!   per operation), requests that arrived together go to one blocking-pool task, up to
 //!   eight, since waking a thread per request would cost more than the work; a slower device
-//!   gets one task per request, so requests run in parallel;
+//!   gets one task per request, so requests run in parallel. A request that is alone in flight (the client waits for it, as at queue depth 1), small
+//!   and fast runs on the connection task itself, which writes its reply: a hand-off would
+//!   cost more than the work;
 //! - a blocking-pool closure calls the [`BlockDevice`](crate::BlockDevice), encodes the whole
 //!   reply (header and data) into one buffer and queues it. Replies go out in completion
 //!   order (they carry the client's cookie, so order does not matter) through flat combining:
@@ -26,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -47,6 +49,8 @@ pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: usize = 64;
 pub const DEFAULT_MAX_BYTES_IN_FLIGHT: usize = 64 * 1024 * 1024;
 /// Default time in-flight requests get to be answered after revocation or shutdown.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_millis(200);
+/// Default number of connections served at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// Size of the buffered reader in front of the request stream.
 const READ_BUFFER: usize = 256 * 1024;
@@ -60,6 +64,8 @@ const MAX_JOBS_PER_TASK: usize = 8;
 /// Below this average device time per operation, batching beats running each operation on a
 /// thread of its own (waking a thread costs about as much).
 const FAST_OPERATION: Duration = Duration::from_micros(30);
+/// Largest read or write carried out on the connection task (see [`inline_job`]).
+const MAX_INLINE_LEN: u32 = 128 * 1024;
 /// Back-off after a failed `accept` (out of file descriptors and the like).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -81,6 +87,9 @@ pub struct ServerConfig {
     /// After revocation or shutdown, how long in-flight requests get to be answered before
     /// the connection is closed regardless.
     pub stop_grace: Duration,
+    /// Connections [`serve`] serves at once (each has a thread); further clients wait to be
+    /// accepted.
+    pub max_connections: usize,
 }
 
 impl ServerConfig {
@@ -100,6 +109,7 @@ impl ServerConfig {
             max_requests_in_flight: DEFAULT_MAX_REQUESTS_IN_FLIGHT,
             max_bytes_in_flight: DEFAULT_MAX_BYTES_IN_FLIGHT,
             stop_grace: DEFAULT_STOP_GRACE,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -130,6 +140,10 @@ pub enum ConnectionError {
 /// Accepts connections on `listener` and serves each until `shutdown` is cancelled; then
 /// stops accepting, closes every connection (in-flight requests get a short grace period)
 /// and returns once all are closed.
+///
+/// Each connection runs on a thread of its own with a single-threaded runtime, as in
+/// nbdkit and qemu-nbd: a request the connection carries out itself (see [`inline_job`])
+/// holds up only that connection, never the caller's runtime or another connection.
 pub async fn serve(
     listener: TcpListener,
     config: ServerConfig,
@@ -137,26 +151,37 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let mut connections = JoinSet::new();
+    let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
     loop {
-        tokio::select! {
+        let slot = tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(done) = connections.join_next(), if !connections.is_empty() => {
                 if let Err(e) = done {
                     tracing::warn!(error = %e, "NBD connection task failed");
                 }
+                continue;
             }
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let config = config.clone();
-                    let catalog = Arc::clone(&catalog);
-                    let shutdown = shutdown.clone();
-                    connections.spawn(async move {
-                        tracing::debug!(%peer, "NBD connection accepted");
-                        match serve_connection(stream, config, catalog, shutdown).await {
-                            Ok(()) => tracing::debug!(%peer, "NBD connection closed"),
-                            Err(e) => tracing::debug!(%peer, error = %e, "NBD connection ended"),
+                    let connection = (config.clone(), Arc::clone(&catalog), shutdown.clone());
+                    match spawn_connection(stream, connection) {
+                        Ok(done) => {
+                            connections.spawn(async move {
+                                // Resolves (with an error) when the thread ends.
+                                let _ = done.await;
+                                drop(slot);
+                                tracing::debug!(%peer, "NBD connection thread ended");
+                            });
                         }
-                    });
+                        Err(e) => tracing::warn!(%peer, error = %e, "cannot serve an NBD connection"),
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "NBD accept failed");
@@ -174,6 +199,34 @@ pub async fn serve(
             tracing::warn!(error = %e, "NBD connection task failed");
         }
     }
+}
+
+/// Serves `stream` on a new thread with its own runtime; the receiver resolves when the
+/// connection is closed.
+fn spawn_connection(
+    stream: TcpStream,
+    (config, catalog, shutdown): (ServerConfig, Arc<dyn ExportCatalog>, CancellationToken),
+) -> io::Result<tokio::sync::oneshot::Receiver<()>> {
+    let stream = stream.into_std()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (done, closed) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("nbd-connection".into())
+        .spawn(move || {
+            let result = runtime.block_on(async move {
+                serve_connection(TcpStream::from_std(stream)?, config, catalog, shutdown).await
+            });
+            match result {
+                Ok(()) => tracing::debug!("NBD connection closed"),
+                Err(e) => tracing::debug!(error = %e, "NBD connection ended"),
+            }
+            let _ = done.send(());
+            // Device work stuck on a blocking thread cannot hold up the server's shutdown.
+            runtime.shutdown_background();
+        })?;
+    Ok(closed)
 }
 
 /// Serves one accepted connection: handshake (with STARTTLS when `config.tls` is set), then
@@ -371,7 +424,7 @@ impl Shared {
     /// picks them up. Called on the blocking pool.
     fn write_pending(&self) {
         while let Ok(mut state) = self.writer.try_lock() {
-            self.write_queued(&mut state);
+            self.runtime.block_on(self.write_queued(&mut state));
             drop(state);
             // A reply queued while the lock was being released is not left behind.
             if self.queue().is_empty() {
@@ -380,7 +433,7 @@ impl Shared {
         }
     }
 
-    fn write_queued(&self, state: &mut WriterState) {
+    async fn write_queued(&self, state: &mut WriterState) {
         let WriterState { writer, batch } = state;
         loop {
             {
@@ -404,13 +457,11 @@ impl Shared {
             if let Some(w) = writer.as_mut()
                 && !self.give_up.is_cancelled()
             {
-                let result = self.runtime.block_on(async {
-                    tokio::select! {
-                        biased;
-                        _ = self.give_up.cancelled() => Ok(()),
-                        r = write_batch(w, batch) => r,
-                    }
-                });
+                let result = tokio::select! {
+                    biased;
+                    _ = self.give_up.cancelled() => Ok(()),
+                    r = write_batch(w, batch) => r,
+                };
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "writing replies failed");
                     *writer = None;
@@ -450,9 +501,27 @@ impl BufferPool {
         }
     }
 
-    /// A buffer of exactly `len` bytes.
+    /// A buffer of exactly `len` bytes. Only bytes beyond a reused buffer's length are
+    /// zero-filled: read replies come back at full length, so the steady state fills none.
     fn take(&self, len: usize) -> Vec<u8> {
-        let reused = self.free.lock().ok().and_then(|mut free| {
+        let mut b = self.reuse(len).unwrap_or_default();
+        // Shrinking keeps stale bytes of this connection, which the caller overwrites.
+        b.truncate(len);
+        b.resize(len, 0);
+        b
+    }
+
+    /// An empty buffer with room for `len` bytes, for a payload read into spare capacity.
+    fn take_empty(&self, len: usize) -> Vec<u8> {
+        let mut b = self.reuse(len).unwrap_or_default();
+        b.clear();
+        b.reserve_exact(len);
+        b
+    }
+
+    /// A buffer of at least `len` bytes' capacity, if one is free, with its contents.
+    fn reuse(&self, len: usize) -> Option<Vec<u8>> {
+        self.free.lock().ok().and_then(|mut free| {
             // The smallest buffer that fits, so that small replies leave large buffers be.
             let (i, _) = free
                 .buffers
@@ -463,14 +532,7 @@ impl BufferPool {
             let b = free.buffers.swap_remove(i);
             free.bytes -= b.capacity();
             Some(b)
-        });
-        match reused {
-            Some(mut b) => {
-                b.resize(len, 0);
-                b
-            }
-            None => vec![0; len],
-        }
+        })
     }
 
     fn give(&self, buf: Vec<u8>) {
@@ -623,7 +685,13 @@ where
         // Requests already received go out before waiting for more.
         if reader.buffer().len() < proto::REQUEST_HEADER_LEN || jobs.len() >= shared.jobs_per_task()
         {
-            dispatch(shared, &mut jobs);
+            if let Some(job) = inline_job(shared, limits, &mut jobs) {
+                if let Err(end) = wait(run_inline(shared, job), stop.as_mut()).await {
+                    break end;
+                }
+            } else {
+                dispatch(shared, &mut jobs);
+            }
         }
         if let Err(end) =
             read_request(reader, shared, params, limits, stop.as_mut(), &mut jobs).await
@@ -741,15 +809,23 @@ where
             };
             let mut buf = Vec::new();
             if let Op::Write { .. } = op {
-                buf = shared.pool.take(len as usize);
-                if reader.buffer().len() < buf.len() {
+                let len = len as usize;
+                if reader.buffer().len() < len {
                     dispatch(shared, jobs);
                 }
-                if wait(reader.read_exact(&mut buf), stop.as_mut())
-                    .await?
-                    .is_err()
-                {
-                    return Err(End::ClientGone);
+                // What the reader holds already, then the rest straight from the stream into
+                // spare capacity: a payload is copied once and never zero-filled first.
+                buf = shared.pool.take_empty(len);
+                let buffered = reader.buffer().len().min(len);
+                buf.extend_from_slice(&reader.buffer()[..buffered]);
+                reader.consume(buffered);
+                while buf.len() < len {
+                    let rest = (len - buf.len()) as u64;
+                    let mut payload = reader.get_mut().take(rest);
+                    match wait(payload.read_buf(&mut buf), stop.as_mut()).await? {
+                        Ok(n) if n > 0 => {}
+                        _ => return Err(End::ClientGone),
+                    }
                 }
             }
             (buf, Some(bytes))
@@ -784,6 +860,42 @@ struct Job {
     bytes: Option<OwnedSemaphorePermit>,
 }
 
+/// The one job to carry out on the connection task itself, if that is cheaper than a
+/// hand-off: it is the only request in flight (the client waits for its answer, as at queue
+/// depth 1), a small read or write, and device operations are fast, so the task is not held up
+/// for long. Waking a blocking-pool thread would cost more than the work.
+fn inline_job(shared: &Shared, limits: &Limits, jobs: &mut Vec<Job>) -> Option<Job> {
+    let [job] = jobs.as_slice() else {
+        return None;
+    };
+    let small = match &job.work {
+        Work::Run(Op::Read { len, .. } | Op::Write { len, .. }) => *len <= MAX_INLINE_LEN,
+        Work::Run(_) => false,
+        Work::Refuse(_) => true,
+    };
+    let alone = limits.slots.available_permits() + 1 == limits.slot_count as usize;
+    if small && alone && shared.jobs_per_task() > 1 {
+        jobs.pop()
+    } else {
+        None
+    }
+}
+
+/// Carries out `job` on the connection task and writes its reply from there.
+async fn run_inline(shared: &Shared, job: Job) {
+    let reply = run(shared, job);
+    shared.queue().push(reply);
+    loop {
+        let mut state = shared.writer.lock().await;
+        shared.write_queued(&mut state).await;
+        drop(state);
+        // As in `write_pending`: a reply queued while the lock was being released.
+        if shared.queue().is_empty() {
+            return;
+        }
+    }
+}
+
 /// Carries out `jobs` in order on one blocking-pool thread and writes their replies from
 /// there, together at the end (a batch is only longer than one while device operations are
 /// fast).
@@ -795,29 +907,35 @@ fn dispatch(shared: &Arc<Shared>, jobs: &mut Vec<Job>) {
     let shared = Arc::clone(shared);
     tokio::task::spawn_blocking(move || {
         for job in jobs {
-            let (buf, carries_data) = match job.work {
-                Work::Run(op) => {
-                    let started = Instant::now();
-                    let reply = execute(&shared, job.cookie, op, job.buf);
-                    shared.record_op_time(started.elapsed());
-                    reply
-                }
-                Work::Refuse(rejection) => {
-                    let mut buf = job.buf;
-                    shared.error_reply(&mut buf, job.cookie, rejection.errno, rejection.message);
-                    (buf, false)
-                }
-            };
-            shared.queue().push(Outgoing {
-                buf,
-                cookie: job.cookie,
-                carries_data,
-                _slot: job.slot,
-                _bytes: job.bytes,
-            });
+            let reply = run(&shared, job);
+            shared.queue().push(reply);
         }
         shared.write_pending();
     });
+}
+
+/// Carries out one job: its reply, holding the job's slot and byte budget.
+fn run(shared: &Shared, job: Job) -> Outgoing {
+    let (buf, carries_data) = match job.work {
+        Work::Run(op) => {
+            let started = Instant::now();
+            let reply = execute(shared, job.cookie, op, job.buf);
+            shared.record_op_time(started.elapsed());
+            reply
+        }
+        Work::Refuse(rejection) => {
+            let mut buf = job.buf;
+            shared.error_reply(&mut buf, job.cookie, rejection.errno, rejection.message);
+            (buf, false)
+        }
+    };
+    Outgoing {
+        buf,
+        cookie: job.cookie,
+        carries_data,
+        _slot: job.slot,
+        _bytes: job.bytes,
+    }
 }
 
 /// Carries out `op` on the device and returns the encoded reply and whether it carries

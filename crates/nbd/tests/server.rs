@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,8 @@ struct MemState {
 /// A `Vec<u8>` behind a mutex, with allocation tracking and an optional delay on reads.
 struct MemDevice {
     state: Mutex<MemState>,
-    read_delay: Duration,
+    /// Milliseconds each read sleeps first.
+    read_delay: AtomicU64,
 }
 
 impl MemDevice {
@@ -39,7 +41,7 @@ impl MemDevice {
                 data: vec![0; size],
                 allocated: vec![false; size.div_ceil(TRACK as usize)],
             }),
-            read_delay: Duration::ZERO,
+            read_delay: AtomicU64::new(0),
         }
     }
 
@@ -53,9 +55,14 @@ impl MemDevice {
         d
     }
 
-    fn with_read_delay(mut self, delay: Duration) -> Self {
-        self.read_delay = delay;
+    fn with_read_delay(self, delay: Duration) -> Self {
+        self.set_read_delay(delay);
         self
+    }
+
+    fn set_read_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap();
+        self.read_delay.store(ms, Ordering::SeqCst);
     }
 
     fn snapshot(&self) -> Vec<u8> {
@@ -91,8 +98,9 @@ impl BlockDevice for MemDevice {
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        if !self.read_delay.is_zero() {
-            std::thread::sleep(self.read_delay);
+        let delay = self.read_delay.load(Ordering::SeqCst);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_millis(delay));
         }
         let s = self.state.lock().unwrap();
         let r = Self::range(&s, offset, buf.len() as u64)?;
@@ -1362,6 +1370,41 @@ async fn revocation_does_not_wait_for_a_stuck_device() {
     // A request sent after revocation on a fresh connection cannot even open the export.
     let mut c = Raw::hello(server.port).await;
     assert_eq!(c.go_with("stuck", true, true).await, Err(rep::ERR_UNKNOWN));
+}
+
+/// A device that turns slow while a connection carries out requests itself (queue depth 1,
+/// fast so far) holds up that connection only: others on the same server go on, even on a
+/// single-threaded runtime, and the slow read is answered when it ends.
+#[tokio::test]
+async fn a_device_that_turns_slow_holds_up_only_its_own_connection() {
+    let catalog = Arc::new(Catalog::default());
+    let turning = Arc::new(MemDevice::filled(1 << 20, 0x55));
+    catalog.add("turning", Arc::clone(&turning), false);
+    catalog.add("other", Arc::new(MemDevice::filled(1 << 20, 0x66)), false);
+    let server = start(ServerConfig::plain(), Arc::clone(&catalog)).await;
+    let (mut slow, _, _) = Raw::open(server.port, "turning").await;
+    let (mut other, _, _) = Raw::open(server.port, "other").await;
+    // One request at a time, fast: the connection serves them itself.
+    for i in 0..64 {
+        assert_eq!(slow.read_at(i, 0, 4096).await.error, 0);
+    }
+    turning.set_read_delay(Duration::from_millis(1500));
+    slow.request(cmd::READ, 0, 100, 0, 4096).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t0 = Instant::now();
+    for i in 0..20 {
+        let reply = other.read_at(200 + i, 4096, 4096).await;
+        assert_eq!(reply.error, 0);
+        assert_eq!(reply.data, vec![0x66; 4096]);
+    }
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
+    let reply = slow.reply().await;
+    assert_eq!((reply.cookie, reply.error), (100, 0));
+    assert_eq!(reply.data, vec![0x55; 4096]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
