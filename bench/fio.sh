@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# fio over NBD: a sealdisk disk against NBD peers on the same machine, interleaved in one run.
+# fio over NBD: sealdisk disks against NBD peers on the same machine, interleaved in one run.
 #
 #   bench/fio.sh [--seconds 10] [--rounds 3] [--size 1] [--seq-qd 4] [--ramp 1]
 #                [--servers LIST] [--tls off|on|both] [--tls-servers LIST]
@@ -8,6 +8,10 @@
 #
 # Servers (LIST is comma-separated; default: all of them, in this order):
 #   sealdisk       target/release/sealdisk serve, one platform-key disk (AES-256-XTS, 4 KiB units)
+#   sealdisk-cmk   a customer-key disk (EncryptionAtRestWithCustomerKey) of the same server: its
+#                  DEK wrapped by an RSA-3072 key of a sealdisk vault through a disk encryption set
+#   sealdisk-double  a double-encrypted disk (EncryptionAtRestWithPlatformAndCustomerKeys) of the
+#                  same server: two XTS layers, customer key inside, platform key outside
 #   nbdkit-file    nbdkit file plugin on a raw file
 #   nbdkit-luks    nbdkit luks filter over the file plugin, LUKS1 aes-xts-plain64 image
 #   qemu-nbd-luks  qemu-nbd, driver=luks, LUKS1 aes-xts-plain64 image
@@ -21,20 +25,23 @@
 # Every target gets SIZE GiB, its backing file created fresh in one mktemp directory (so on one
 # filesystem) and filled once through its own server with the same fio sequential write (same
 # seed and --refill_buffers, so the same plaintext everywhere: checked by reading every export
-# back with nbdcopy and comparing SHA-256; sealdisk's volume file is also checked to hold none
-# of sampled plaintext units) before anything is measured. Then ROUNDS rounds; in each round
-# every workload runs on every server in turn (A, B, C, ... then the next workload), each run
-# after a `sync` (no dirty pages left over from the previous run; --no-sync skips it).
-# With --tls both (default), the same matrix runs again with TLS on every server (fio's nbd
-# engine speaks nbds://). Prints every measurement as a JSON line, then the medians, the ratios
-# sealdisk / peer and the targets (bench/fio_report.py). With --profile, after the TLS-off
-# rounds every workload runs once more per server in LIST (default sealdisk) under
+# back with nbdcopy and comparing SHA-256; sealdisk's volume files are also checked to hold none
+# of sampled plaintext units) before anything is measured. The sealdisk kinds are three disks of
+# one `sealdisk serve` process (its CPU is counted for whichever disk is being measured); the
+# vault, key, sets and access policies are made with the sealdisk CLI as in bench/cmk.sh.
+# Then ROUNDS rounds; in each round every workload runs on every server in turn (A, B, C, ...
+# then the next workload), each run after a `sync` (no dirty pages left over from the previous
+# run; --no-sync skips it). With --tls both (default), the same matrix runs again with TLS on
+# every server (fio's nbd engine speaks nbds://). Prints every measurement as a JSON line, then
+# the medians, the ratios sealdisk / peer, the ratios of each sealdisk kind to the platform-key
+# disk and to qemu-nbd-raw, and the targets (bench/fio_report.py). With --profile, after the
+# TLS-off rounds every workload runs once more per server in LIST (default sealdisk) under
 # `perf record -e cpu-clock` attached to the server (not counted in the results), and the
 # profile's top shared objects and symbols are printed. See BENCHMARKS.md, "fio over NBD".
 set -euo pipefail
 
 seconds=10 rounds=3 size_gib=1 seq_qd=4 ramp=1 tls=both build=1 server_bin= crypto=1 do_sync=1
-all_servers=sealdisk,nbdkit-file,nbdkit-luks,qemu-nbd-luks,qemu-nbd-raw,nbdkit-memory
+all_servers=sealdisk,sealdisk-cmk,sealdisk-double,nbdkit-file,nbdkit-luks,qemu-nbd-luks,qemu-nbd-raw,nbdkit-memory
 servers=$all_servers tls_servers= workloads= tmp_parent=${TMPDIR:-/tmp} keep_rounds= profile=
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -79,8 +86,9 @@ show() { printf '+' >&2; printf ' %q' "$@" >&2; echo >&2; }
 
 # ---------------------------------------------------------------------------------------------
 # Build (sealdisk is skipped, with the reason, if it does not build or start).
+is_sealdisk() { case "$1" in sealdisk | sealdisk-cmk | sealdisk-double) return 0 ;; esac; return 1; }
 want_sealdisk=0
-[[ ",$servers,$tls_servers," == *,sealdisk,* ]] && want_sealdisk=1
+for s in ${servers//,/ } ${tls_servers//,/ }; do is_sealdisk "$s" && want_sealdisk=1; done
 crypto_example=
 if [ -f crates/blockstore/examples/store_throughput.rs ]; then
     crypto_example=store_throughput
@@ -139,6 +147,9 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# log_of NAME: the server's log (the sealdisk kinds share one).
+log_of() { if is_sealdisk "$1"; then echo "$work/logs/sealdisk.log"; else echo "$work/logs/$1.log"; fi; }
+
 # wait_nbd NAME URI: until the export answers with at least SIZE bytes (or the server died).
 wait_nbd() {
     local name=$1 u=$2 size
@@ -150,7 +161,7 @@ wait_nbd() {
             fi
             return 0
         fi
-        kill -0 "${pid[$name]}" 2>/dev/null || { log "$name died:"; tail -20 "$work/logs/$name.log" >&2; return 1; }
+        kill -0 "${pid[$name]}" 2>/dev/null || { log "$name died:"; tail -20 "$(log_of "$name")" >&2; return 1; }
         sleep 0.1
     done
     log "$name: no NBD answer at $u"
@@ -158,11 +169,19 @@ wait_nbd() {
 }
 
 stop_server() {
-    local name=$1
+    local name=$1 s p
     [ -n "${pid[$name]:-}" ] || return 0
-    kill -TERM "${pid[$name]}" 2>/dev/null || true
-    wait "${pid[$name]}" 2>/dev/null || true
+    p=${pid[$name]}
     unset "pid[$name]" "uri[$name]"
+    # The sealdisk kinds share one process: it stops with the last of them.
+    if is_sealdisk "$name"; then
+        for s in sealdisk sealdisk-cmk sealdisk-double; do
+            [ -z "${pid[$s]:-}" ] || return 0
+        done
+        sealdisk_pid=
+    fi
+    kill -TERM "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -204,7 +223,7 @@ prepare_files() {
                 [ -e "$work/$s.raw" ] || truncate -s "$size_bytes" "$work/$s.raw" ;;
             nbdkit-luks | qemu-nbd-luks)
                 [ -e "$work/$s.luks" ] || make_luks "$work/$s.luks" ;;
-            sealdisk | nbdkit-memory) ;;
+            sealdisk | sealdisk-cmk | sealdisk-double | nbdkit-memory) ;;
             *) echo "unknown server $s" >&2; exit 2 ;;
         esac
     done
@@ -260,47 +279,107 @@ start_qemu-nbd-luks() {
         --image-opts "driver=luks,key-secret=sec0,file.filename=$work/qemu-nbd-luks.luks"
 }
 
-# sealdisk: one data directory for the whole run; with TLS the server restarts on it.
+# sealdisk: one server process and one data directory for the whole run, one disk per sealdisk
+# kind; with TLS the server restarts on the same data directory.
 sealdisk_cli() { SEALDISK_CONFIG_DIR=$work/sealdisk-cli "$server_bin" "$@"; }
-sealdisk_disk_created=0
-start_sealdisk() {
-    local t=$1 data=$work/sealdisk-data endpoint sas
+sealdisk_pid= sealdisk_set_up=0
+declare -A sealdisk_disk=([sealdisk]=d1 [sealdisk-cmk]=d-cmk [sealdisk-double]=d-double)
+declare -A sealdisk_type=([sealdisk-cmk]=EncryptionAtRestWithCustomerKey
+    [sealdisk-double]=EncryptionAtRestWithPlatformAndCustomerKeys)
+declare -A sealdisk_set=([sealdisk-cmk]=cmk-set [sealdisk-double]=double-set)
+
+# sealdisk_setup: the group, and for the customer-key kinds the vault (purge protection), its
+# RSA-3072 key, a set per encryption type and the access policy (get, wrapKey, unwrapKey) of
+# each set's identity; then a disk per sealdisk kind the run measures.
+sealdisk_setup() {
+    local s kinds=() kid oid what
+    for s in sealdisk sealdisk-cmk sealdisk-double; do
+        [[ ",$servers,$tls_servers," == *",$s,"* ]] && kinds+=("$s")
+    done
+    show sealdisk group create -n bench -l eastus
+    sealdisk_cli group create -n bench -l eastus >/dev/null || return 1
+    if [[ " ${kinds[*]} " == *" sealdisk-"* ]]; then
+        show sealdisk keyvault create -n bench-kv -g bench --enable-purge-protection true
+        sealdisk_cli keyvault create -n bench-kv -g bench --enable-purge-protection true \
+            >/dev/null || return 1
+        show sealdisk keyvault key create --vault-name bench-kv -n disk-key --kty RSA --size 3072
+        kid=$(sealdisk_cli keyvault key create --vault-name bench-kv -n disk-key --kty RSA \
+            --size 3072 --query key.kid -o tsv) || return 1
+    fi
+    for s in "${kinds[@]}"; do
+        [ -n "${sealdisk_set[$s]:-}" ] || continue
+        show sealdisk disk-encryption-set create -g bench -n "${sealdisk_set[$s]}" --key-url "$kid" \
+            --source-vault bench-kv --encryption-type "${sealdisk_type[$s]}"
+        oid=$(sealdisk_cli disk-encryption-set create -g bench -n "${sealdisk_set[$s]}" \
+            --key-url "$kid" --source-vault bench-kv --encryption-type "${sealdisk_type[$s]}" \
+            --query identity.principalId -o tsv) || return 1
+        show sealdisk keyvault set-policy --name bench-kv --object-id "$oid" \
+            --key-permissions get wrapKey unwrapKey
+        sealdisk_cli keyvault set-policy --name bench-kv --object-id "$oid" \
+            --key-permissions get wrapKey unwrapKey >/dev/null || return 1
+    done
+    for s in "${kinds[@]}"; do
+        set -- disk create -g bench -n "${sealdisk_disk[$s]}" --size-gb "$size_gib"
+        [ -z "${sealdisk_set[$s]:-}" ] ||
+            set -- "$@" --encryption-type "${sealdisk_type[$s]}" --disk-encryption-set "${sealdisk_set[$s]}"
+        show sealdisk "$@"
+        sealdisk_cli "$@" >/dev/null || return 1
+        what=$(sealdisk_cli disk show -g bench -n "${sealdisk_disk[$s]}" \
+            --query encryption.type -o tsv) || return 1
+        [ -z "${sealdisk_set[$s]:-}" ] || what+=" through set ${sealdisk_set[$s]}, key $kid"
+        echo "# $s: disk ${sealdisk_disk[$s]}, $what"
+    done
+}
+
+# start_sealdisk_server TLS: the server, unless it already runs (for another sealdisk kind).
+start_sealdisk_server() {
+    local t=$1 data=$work/sealdisk-data endpoint
+    if [ -n "$sealdisk_pid" ] && kill -0 "$sealdisk_pid" 2>/dev/null; then return 0; fi
     rm -f "$data/connection.json"
     set -- "$server_bin" serve --data-dir "$data" --listen localhost:0 --nbd-listen 127.0.0.1:0 \
         --nbd-tls "$([ "$t" = 1 ] && echo on || echo off)"
     show "$@"
     setpriv --pdeathsig TERM "$@" >>"$work/logs/sealdisk.log" 2>&1 &
-    pid[sealdisk]=$!
+    sealdisk_pid=$!
     for _ in $(seq 600); do
         if [ -s "$data/connection.json" ] && [ -s "$data/tls/ca-cert.pem" ]; then
             endpoint=$(jq -r .endpoint "$data/connection.json")
             curl -sf --cacert "$data/tls/ca-cert.pem" "${endpoint%/}/healthz" >/dev/null && break
         fi
-        kill -0 "${pid[sealdisk]}" 2>/dev/null || { tail -20 "$work/logs/sealdisk.log" >&2; return 1; }
+        kill -0 "$sealdisk_pid" 2>/dev/null || { tail -20 "$work/logs/sealdisk.log" >&2; return 1; }
         sleep 0.1
     done
     mkdir -p "$work/sealdisk-cli"
     show sealdisk login --connection-file "$data/connection.json"
     sealdisk_cli login --connection-file "$data/connection.json" >/dev/null || return 1
-    if [ "$sealdisk_disk_created" = 0 ]; then
-        show sealdisk group create -n bench -l eastus
-        sealdisk_cli group create -n bench -l eastus >/dev/null || return 1
-        show sealdisk disk create -g bench -n d1 --size-gb "$size_gib"
-        sealdisk_cli disk create -g bench -n d1 --size-gb "$size_gib" >/dev/null || return 1
-        sealdisk_disk_created=1
+    if [ "$sealdisk_set_up" = 0 ]; then
+        sealdisk_setup || { sealdisk_skip="setting up its disks failed (log above)"; return 1; }
+        sealdisk_set_up=1
     fi
-    show sealdisk disk grant-access -g bench -n d1 --access-level Write \
+}
+
+# start_sealdisk_kind NAME TLS: the server, and a write grant on NAME's disk.
+start_sealdisk_kind() {
+    local name=$1 t=$2 disk=${sealdisk_disk[$1]} sas rc=0
+    start_sealdisk_server "$t" || rc=1
+    # Recorded even on failure, so that stop_server ends a server no other kind uses.
+    [ -z "$sealdisk_pid" ] || pid[$name]=$sealdisk_pid
+    [ "$rc" = 0 ] || return 1
+    show sealdisk disk grant-access -g bench -n "$disk" --access-level Write \
         --duration-in-seconds 86400 --query accessSAS -o tsv
-    sas=$(sealdisk_cli disk grant-access -g bench -n d1 --access-level Write \
+    sas=$(sealdisk_cli disk grant-access -g bench -n "$disk" --access-level Write \
         --duration-in-seconds 86400 --query accessSAS -o tsv) || return 1
-    log "sealdisk export: ${sas%/*}/<export>"
+    log "$name export: ${sas%/*}/<export>"
     # fio and nbdinfo: 127.0.0.1, the address the NBD listener is bound to.
-    uri[sealdisk]=$(sed -E 's#^(nbds?://)localhost:#\1127.0.0.1:#' <<<"$sas")
-    case "${uri[sealdisk]}" in
+    uri[$name]=$(sed -E 's#^(nbds?://)localhost:#\1127.0.0.1:#' <<<"$sas")
+    case "${uri[$name]}" in
         nbd://* | nbds://*) ;;
-        *) log "sealdisk: grant-access returned '$sas', not an NBD URI"; return 1 ;;
+        *) log "$name: grant-access returned '$sas', not an NBD URI"; return 1 ;;
     esac
 }
+start_sealdisk() { start_sealdisk_kind sealdisk "$1"; }
+start_sealdisk-cmk() { start_sealdisk_kind sealdisk-cmk "$1"; }
+start_sealdisk-double() { start_sealdisk_kind sealdisk-double "$1"; }
 
 # ---------------------------------------------------------------------------------------------
 # fio.
@@ -442,13 +521,16 @@ run_phase() {
     local t=$1 list=$2 s w r started=()
     log "phase: TLS $([ "$t" = 1 ] && echo on || echo off), servers $list"
     for s in ${list//,/ }; do
-        if [ "$s" = sealdisk ] && [ -n "$sealdisk_skip" ]; then
-            log "sealdisk skipped: $sealdisk_skip"
+        if is_sealdisk "$s" && [ -n "$sealdisk_skip" ]; then
+            log "$s skipped: $sealdisk_skip"
             continue
         fi
         if ! "start_$s" "$t" || ! wait_nbd "$s" "${uri[$s]}"; then
-            log "$s skipped: it did not start (log above; $work/logs/$s.log)"
-            [ "$s" != sealdisk ] || sealdisk_skip="it did not start or serve"
+            log "$s skipped: it did not start (log above; $(log_of "$s"))"
+            if is_sealdisk "$s" && [ -z "$sealdisk_skip" ] &&
+                { [ -z "$sealdisk_pid" ] || ! kill -0 "$sealdisk_pid" 2>/dev/null; }; then
+                sealdisk_skip="it did not start or serve"
+            fi
             stop_server "$s"
             continue
         fi
@@ -475,10 +557,18 @@ run_phase() {
         fill_hash=${fill_hash:-$h}
         [ "$h" = "$fill_hash" ] || log "WARNING: $s does not hold the same bytes as the first target filled"
     done
-    # sealdisk stores ciphertext: no sampled 4 KiB unit of the plaintext (nbdkit-file's raw
-    # file holds the same bytes) appears anywhere in its volume files.
-    if [ -n "${fresh[sealdisk]:-}" ] && [ -n "${fresh[nbdkit-file]:-}" ]; then
-        python3 - "$work/nbdkit-file.raw" "$work"/sealdisk-data/disks/*.disk <<'EOF'
+    # sealdisk stores ciphertext: no sampled 4 KiB unit of the plaintext (a freshly filled raw
+    # file of nbdkit-file or qemu-nbd-raw holds the same bytes) appears anywhere in its volume
+    # files.
+    local plain= sealdisk_fresh=
+    for s in nbdkit-file qemu-nbd-raw; do
+        [ -z "$plain" ] && [ -n "${fresh[$s]:-}" ] && plain=$work/$s.raw
+    done
+    for s in sealdisk sealdisk-cmk sealdisk-double; do
+        [ -z "${fresh[$s]:-}" ] || sealdisk_fresh=1
+    done
+    if [ -n "$sealdisk_fresh" ] && [ -n "$plain" ]; then
+        python3 - "$plain" "$work"/sealdisk-data/disks/*.disk <<'EOF'
 import mmap, sys
 plain = open(sys.argv[1], "rb")
 units = []

@@ -5,8 +5,9 @@
 
 For every phase (TLS off, TLS on): the median over rounds of IOPS, MB/s, p99 completion
 latency and server CPU per workload and server; the ratio sealdisk / peer of the median IOPS
-(for a fixed block size, also the ratio of MB/s); the spread of IOPS over rounds; and the
-targets. Standard library only.
+(for a fixed block size, also the ratio of MB/s); the ratio of each sealdisk kind (platform
+key, customer key, double encryption) to the platform-key disk and to qemu-nbd-raw; the spread
+of IOPS over rounds; and the targets. Standard library only.
 """
 
 import json
@@ -14,8 +15,12 @@ import statistics
 import sys
 from collections import defaultdict
 
-SERVERS = ["sealdisk", "nbdkit-file", "nbdkit-luks", "qemu-nbd-luks", "qemu-nbd-raw",
-           "nbdkit-memory"]
+SEALDISK_KINDS = ["sealdisk", "sealdisk-cmk", "sealdisk-double"]
+SERVERS = SEALDISK_KINDS + ["nbdkit-file", "nbdkit-luks", "qemu-nbd-luks", "qemu-nbd-raw",
+                            "nbdkit-memory"]
+# What every sealdisk kind is compared with: the platform-key disk of the same server, and a
+# plain file server.
+KIND_BASES = ["sealdisk", "qemu-nbd-raw"]
 ENCRYPTED_PEERS = ["nbdkit-luks", "qemu-nbd-luks"]
 
 
@@ -98,26 +103,36 @@ def main(paths):
             rows.append(row)
         print(table(f"IOPS spread over rounds, (max − min) / median ({phase})",
                     ["workload"] + srvs, rows))
+
+        def ratio_cell(wl, mine_srv, peer):
+            """The ratio of median IOPS, then in brackets the lowest–highest ratio within one
+            round (neighbours in time)."""
+            mine, theirs = med(tls, wl, mine_srv, "iops"), med(tls, wl, peer, "iops")
+            if mine is None or not theirs:
+                return "–"
+            cell = fmt(mine / theirs, 2) + "×"
+            by_round = {r["round"]: r["iops"] for r in groups.get((tls, wl, peer), [])}
+            within = sorted(r["iops"] / by_round[r["round"]]
+                            for r in groups.get((tls, wl, mine_srv), [])
+                            if by_round.get(r["round"]))
+            if len(within) > 1:
+                cell += f" ({fmt(within[0], 2)}–{fmt(within[-1], 2)})"
+            return cell
+
+        # Each sealdisk kind against the platform-key disk and qemu-nbd-raw.
+        pairs = [(k, b) for b in KIND_BASES if b in srvs
+                 for k in SEALDISK_KINDS if k in srvs and k != b]
+        if any(k != "sealdisk" for k, _ in pairs):
+            rows = [[wl] + [ratio_cell(wl, k, b) for k, b in pairs] for wl in wls]
+            print(table(f"sealdisk kind ÷ platform-key disk and ÷ qemu-nbd-raw, ratio of median "
+                        f"IOPS (in brackets: lowest–highest ratio within one round) ({phase})",
+                        ["workload"] + [f"{k} ÷ {b}" for k, b in pairs], rows))
         if "sealdisk" not in srvs:
-            print(f"(no sealdisk measurements with {phase}: no ratios)\n")
+            print(f"(no platform-key sealdisk measurements with {phase}: "
+                  "no sealdisk ÷ peer ratios)\n")
             continue
-        peers = [s for s in srvs if s != "sealdisk"]
-        rows = []
-        for wl in wls:
-            mine = med(tls, wl, "sealdisk", "iops")
-            row = [wl]
-            for p in peers:
-                theirs = med(tls, wl, p, "iops")
-                cell = fmt(mine / theirs, 2) + "×" if mine is not None and theirs else "–"
-                # The same ratio within each round (neighbours in time), lowest to highest.
-                by_round = {r["round"]: r["iops"] for r in groups.get((tls, wl, p), [])}
-                within = sorted(r["iops"] / by_round[r["round"]]
-                                for r in groups.get((tls, wl, "sealdisk"), [])
-                                if by_round.get(r["round"]))
-                if len(within) > 1:
-                    cell += f" ({fmt(within[0], 2)}–{fmt(within[-1], 2)})"
-                row.append(cell)
-            rows.append(row)
+        peers = [s for s in srvs if s not in SEALDISK_KINDS]
+        rows = [[wl] + [ratio_cell(wl, "sealdisk", p) for p in peers] for wl in wls]
         print(table(f"sealdisk ÷ peer, ratio of median IOPS (in brackets: lowest–highest ratio "
                     f"within one round) ({phase})", ["workload"] + peers, rows))
 

@@ -427,10 +427,9 @@ impl ControlPlane {
             .unwrap_or_default()
             .to_string();
         let docs: Vec<Value> = self
-            .des_associated_resources(des_id)?
-            .iter()
-            .filter_map(|id| self.store.resource(id).ok().flatten())
-            .map(|r| r.body)
+            .des_volumes(des_id)?
+            .into_iter()
+            .map(|(_, doc)| doc)
             .collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
         let done = std::sync::atomic::AtomicUsize::new(0);

@@ -13,8 +13,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::deployment::rfc3339;
+use crate::disks::DISK_TYPE;
 use crate::ids::ObjectId;
 use crate::keys::{CryptoOp, CryptoRequest, CryptoResult, VaultRef};
+use crate::snapshots::{IMAGE_TYPE, SNAPSHOT_TYPE, image_volumes};
 use crate::store::{ResourceQuery, ResourceRecord};
 use crate::vaults::KeyAccess;
 use crate::{ControlError, ControlPlane};
@@ -356,7 +358,7 @@ impl ControlPlane {
             && self.des_in_use(&id)?
         {
             return Err(ControlError::OperationNotAllowed(format!(
-                "Disk encryption set '{name}' is used by disks; its encryptionType cannot change."
+                "Disk encryption set '{name}' is used by disks, snapshots or images; its encryptionType cannot change."
             )));
         }
         let rotate = input
@@ -440,29 +442,50 @@ impl ControlPlane {
         Ok((body, created))
     }
 
-    /// Whether any disk uses the set.
+    /// Whether any disk, snapshot or image uses the set.
     fn des_in_use(&self, des_id: &str) -> Result<bool, ControlError> {
         Ok(!self.des_associated_resources(des_id)?.is_empty())
     }
 
-    /// The ids of the disks and snapshots that use set `des_id`.
+    /// The ids of the disks, snapshots and images that use set `des_id` (an image once, however
+    /// many of its volumes use the set).
     pub fn des_associated_resources(&self, des_id: &str) -> Result<Vec<String>, ControlError> {
+        let mut out: Vec<String> = Vec::new();
+        for (id, _) in self.des_volumes(des_id)? {
+            if out.last() != Some(&id) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every volume under set `des_id`, as `(resource id, volume document)`: a disk's or
+    /// snapshot's own document, and for an image each of its volumes that uses the set (the
+    /// documents `properties.uniqueId` and `properties.encryption` are read from). The volumes
+    /// of one resource are adjacent.
+    pub(crate) fn des_volumes(&self, des_id: &str) -> Result<Vec<(String, Value)>, ControlError> {
+        let uses_set = |doc: &Value| {
+            doc["properties"]["encryption"]["diskEncryptionSetId"]
+                .as_str()
+                .is_some_and(|s| s.eq_ignore_ascii_case(des_id))
+        };
         let mut out = Vec::new();
-        for kind in [crate::disks::DISK_TYPE, crate::snapshots::SNAPSHOT_TYPE] {
+        for kind in [DISK_TYPE, SNAPSHOT_TYPE, IMAGE_TYPE] {
             let records = self.store.resources(&ResourceQuery {
                 resource_type: Some(kind),
                 scope: Some(&self.subscription_scope()),
             })?;
-            out.extend(
-                records
-                    .into_iter()
-                    .filter(|d| {
-                        d.body["properties"]["encryption"]["diskEncryptionSetId"]
-                            .as_str()
-                            .is_some_and(|s| s.eq_ignore_ascii_case(des_id))
-                    })
-                    .map(|d| d.id),
-            );
+            for record in records {
+                if kind == IMAGE_TYPE {
+                    let volumes: Vec<Value> = image_volumes(&record.body)
+                        .filter(|v| uses_set(v))
+                        .cloned()
+                        .collect();
+                    out.extend(volumes.into_iter().map(|v| (record.id.clone(), v)));
+                } else if uses_set(&record.body) {
+                    out.push((record.id, record.body));
+                }
+            }
         }
         Ok(out)
     }
@@ -478,7 +501,8 @@ impl ControlPlane {
         self.des_associated_resources(&record.id)
     }
 
-    /// Deletes a set that no disk uses; its identity goes with it. `false` if there was none.
+    /// Deletes a set that no disk, snapshot or image uses; its identity goes with it. `false`
+    /// if there was none.
     pub fn delete_disk_encryption_set(
         &self,
         subscription: &str,
@@ -728,6 +752,366 @@ impl ControlPlane {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::disks::{DiskInput, volume_of};
+    use crate::snapshots::{ImageInput, SnapshotInput};
+    use crate::testing::Fixture;
+    use crate::vaults::{AccessPolicy, AccessPolicyUpdate, VaultInput};
+    use blockstore::Header;
+
+    /// A vault `kv-SUFFIX` with RSA key `k`, and set `set-SUFFIX` of `kind` on it whose
+    /// identity may get, wrap and unwrap with the vault's keys. Returns the vault and the set.
+    fn customer_key_set(f: &Fixture, suffix: &str, kind: &str, latest: bool) -> (VaultRef, Value) {
+        let name = format!("kv-{suffix}");
+        let input: VaultInput = serde_json::from_value(
+            json!({"location": "eastus", "properties": {"enablePurgeProtection": true}}),
+        )
+        .unwrap();
+        let (doc, _) = f.plane.put_vault(&f.sub, "g", &name, input).unwrap();
+        let vault = VaultRef {
+            url: format!("https://{name}.vault.localhost:1"),
+            name: name.clone(),
+            doc,
+        };
+        let key = serde_json::from_value(json!({"kty": "RSA", "key_size": 2048})).unwrap();
+        let kid = f.plane.create_key(&vault, "k", key).unwrap()["key"]["kid"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let key_url = if latest {
+            format!("{}/keys/k", vault.url)
+        } else {
+            kid
+        };
+        let input: EncryptionSetInput = serde_json::from_value(json!({
+            "location": "eastus",
+            "identity": {"type": "SystemAssigned"},
+            "properties": {
+                "encryptionType": kind,
+                "activeKey": {"keyUrl": key_url},
+                "rotationToLatestKeyVersionEnabled": latest,
+            },
+        }))
+        .unwrap();
+        let (set, _) = f
+            .plane
+            .put_disk_encryption_set(&f.sub, "g", &format!("set-{suffix}"), input)
+            .unwrap();
+        set_policy(f, &vault, &set, AccessPolicyUpdate::Add);
+        (vault, set)
+    }
+
+    /// Adds or removes the set identity's get/wrapKey/unwrapKey access policy.
+    fn set_policy(f: &Fixture, vault: &VaultRef, set: &Value, kind: AccessPolicyUpdate) {
+        let policy: AccessPolicy = serde_json::from_value(json!({
+            "tenantId": f.plane.tenant().to_string(),
+            "objectId": set["identity"]["principalId"],
+            "permissions": {"keys": ["get", "wrapKey", "unwrapKey"]},
+        }))
+        .unwrap();
+        f.plane
+            .update_access_policies(&f.sub, "g", &vault.name, kind, vec![policy])
+            .unwrap();
+    }
+
+    /// A 1 GiB disk of `set`'s type holding `data` at offset 0.
+    fn written_disk(f: &Fixture, name: &str, set: &Value, data: &[u8]) -> Value {
+        let input: DiskInput = serde_json::from_value(json!({
+            "location": "eastus",
+            "properties": {
+                "creationData": {"createOption": "Empty"},
+                "diskSizeGB": 1,
+                "encryption": {
+                    "type": set["properties"]["encryptionType"],
+                    "diskEncryptionSetId": set["id"],
+                },
+            },
+        }))
+        .unwrap();
+        let (disk, _) = f.plane.put_disk(&f.sub, "g", name, input).unwrap();
+        let volume = f.plane.open_volume(&disk).unwrap();
+        volume.write(0, data, false).unwrap();
+        volume.flush().unwrap();
+        disk
+    }
+
+    fn snapshot(f: &Fixture, name: &str, source: &Value) -> Value {
+        let input: SnapshotInput = serde_json::from_value(json!({
+            "location": "eastus",
+            "properties": {"creationData": {"createOption": "Copy", "sourceResourceId": source["id"]}},
+        }))
+        .unwrap();
+        f.plane.put_snapshot(&f.sub, "g", name, input).unwrap().0
+    }
+
+    /// An image of `os` (and `data` at lun 0), its disks under `set` when given.
+    fn image(f: &Fixture, name: &str, os: &Value, data: &Value, set: Option<&Value>) -> Value {
+        let mut os_disk = json!({"osType": "Linux", "managedDisk": {"id": os["id"]}});
+        let mut data_disk = json!({"lun": 0, "snapshot": {"id": data["id"]}});
+        if let Some(set) = set {
+            os_disk["diskEncryptionSet"] = json!({"id": set["id"]});
+            data_disk["diskEncryptionSet"] = json!({"id": set["id"]});
+        }
+        let input: ImageInput = serde_json::from_value(json!({
+            "location": "eastus",
+            "properties": {"storageProfile": {"osDisk": os_disk, "dataDisks": [data_disk]}},
+        }))
+        .unwrap();
+        f.plane.put_image(&f.sub, "g", name, input).unwrap();
+        f.plane
+            .store
+            .resource(&image_id(f, name))
+            .unwrap()
+            .unwrap()
+            .body
+    }
+
+    fn image_id(f: &Fixture, name: &str) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/g/providers/{IMAGE_TYPE}/{name}",
+            f.sub
+        )
+    }
+
+    fn from_image(
+        f: &Fixture,
+        name: &str,
+        image: &str,
+        lun: Option<u64>,
+    ) -> Result<Value, ControlError> {
+        let mut reference = json!({"id": image_id(f, image)});
+        if let Some(lun) = lun {
+            reference["lun"] = json!(lun);
+        }
+        let input: DiskInput = serde_json::from_value(json!({
+            "location": "eastus",
+            "properties": {"creationData": {"createOption": "FromImage", "imageReference": reference}},
+        }))
+        .unwrap();
+        f.plane.put_disk(&f.sub, "g", name, input).map(|(d, _)| d)
+    }
+
+    fn read(f: &Fixture, doc: &Value, len: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; len];
+        f.plane.open_volume(doc).unwrap().read(0, &mut buf).unwrap();
+        buf
+    }
+
+    fn header(f: &Fixture, doc: &Value) -> Header {
+        f.plane
+            .data_plane()
+            .unwrap()
+            .volumes()
+            .header(volume_of(doc).unwrap())
+            .unwrap()
+    }
+
+    /// The headers of every volume of an image record, `os` first.
+    fn image_headers(f: &Fixture, image: &Value) -> Vec<Header> {
+        ["os", "0"]
+            .iter()
+            .map(|k| header(f, &image["internal"]["volumes"][k]))
+            .collect()
+    }
+
+    fn customer_key_ids(h: &Header) -> Vec<&str> {
+        h.layers
+            .iter()
+            .filter(|l| l.key_id != crate::volumes::PLATFORM_KEY_ID)
+            .map(|l| l.key_id.as_str())
+            .collect()
+    }
+
+    fn set_key_url(set: &Value) -> String {
+        set["properties"]["activeKey"]["keyUrl"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn disable(f: &Fixture, vault: &VaultRef, version: Option<&str>) {
+        let input = serde_json::from_value(json!({"attributes": {"enabled": false}})).unwrap();
+        f.plane.update_key(vault, "k", version, input).unwrap();
+    }
+
+    #[test]
+    fn a_new_set_key_rewraps_image_volumes_like_disks_and_snapshots() {
+        for kind in [CUSTOMER_KEY, PLATFORM_AND_CUSTOMER_KEYS] {
+            let f = Fixture::with_data_plane();
+            let (vault, set) = customer_key_set(&f, "a", kind, false);
+            let old_url = set_key_url(&set);
+            let disk = written_disk(&f, "d", &set, &[0x5a; 8192]);
+            let snap = snapshot(&f, "s", &disk);
+            // One image names the set; the other inherits it from its sources.
+            let named = image(&f, "named", &disk, &snap, Some(&set));
+            let inherited = image(&f, "inherited", &disk, &snap, None);
+            let mut associated = f
+                .plane
+                .disk_encryption_set_resources(&f.sub, "g", "set-a")
+                .unwrap();
+            associated.sort();
+            let mut expected = vec![
+                disk["id"].as_str().unwrap().to_string(),
+                snap["id"].as_str().unwrap().to_string(),
+                image_id(&f, "named"),
+                image_id(&f, "inherited"),
+            ];
+            expected.sort();
+            assert_eq!(associated, expected, "an image counts once");
+            let before: Vec<Header> = [&named, &inherited]
+                .iter()
+                .flat_map(|i| image_headers(&f, i))
+                .collect();
+            for h in &before {
+                assert_eq!(customer_key_ids(h), [old_url.as_str()]);
+                assert_eq!(h.layers.len(), kind_layers(kind));
+            }
+
+            let new_kid = f.plane.rotate_key(&vault, "k").unwrap()["key"]["kid"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let input: EncryptionSetInput =
+                serde_json::from_value(json!({"properties": {"activeKey": {"keyUrl": new_kid}}}))
+                    .unwrap();
+            f.plane
+                .put_disk_encryption_set(&f.sub, "g", "set-a", input)
+                .unwrap();
+            let after: Vec<Header> = [&named, &inherited]
+                .iter()
+                .flat_map(|i| image_headers(&f, i))
+                .chain([header(&f, &disk), header(&f, &snap)])
+                .collect();
+            for h in &after {
+                assert_eq!(customer_key_ids(h), [new_kid.as_str()], "{kind}");
+            }
+            for (old, new) in before.iter().zip(&after) {
+                for (o, n) in old.layers.iter().zip(&new.layers) {
+                    if o.key_id == crate::volumes::PLATFORM_KEY_ID {
+                        assert_eq!(o.wrapped_key, n.wrapped_key, "platform layer untouched");
+                    } else {
+                        assert_ne!(o.wrapped_key, n.wrapped_key);
+                    }
+                }
+            }
+
+            // The old version can go: the images no longer need it.
+            let old_version = KeyUrl::parse(&old_url).unwrap().version;
+            disable(&f, &vault, old_version.as_deref());
+            for (image, lun) in [("named", None), ("inherited", Some(0))] {
+                let copy = from_image(&f, &format!("from-{image}"), image, lun).unwrap();
+                assert_eq!(read(&f, &copy, 8192), vec![0x5a; 8192], "{kind} {image}");
+            }
+
+            // Images alone keep the set in use: it cannot be deleted under them.
+            for d in ["d", "from-named", "from-inherited"] {
+                assert!(f.plane.delete_disk(&f.sub, "g", d).unwrap());
+            }
+            assert!(f.plane.delete_snapshot(&f.sub, "g", "s").unwrap());
+            assert!(matches!(
+                f.plane.delete_disk_encryption_set(&f.sub, "g", "set-a"),
+                Err(ControlError::OperationNotAllowed(m)) if m.contains("named")
+            ));
+            for i in ["named", "inherited"] {
+                assert!(f.plane.delete_image(&f.sub, "g", i).unwrap());
+            }
+            assert!(
+                f.plane
+                    .delete_disk_encryption_set(&f.sub, "g", "set-a")
+                    .unwrap()
+            );
+        }
+    }
+
+    fn kind_layers(kind: &str) -> usize {
+        if kind == CUSTOMER_KEY { 1 } else { 2 }
+    }
+
+    #[test]
+    fn automatic_rotation_and_an_interrupted_one_reach_image_volumes() {
+        let f = Fixture::with_data_plane();
+        let (vault, set) = customer_key_set(&f, "auto", CUSTOMER_KEY, true);
+        let disk = written_disk(&f, "d", &set, &[0xc3; 4096]);
+        let snap = snapshot(&f, "s", &disk);
+        let img = image(&f, "img", &disk, &snap, None);
+
+        let v2 = f.plane.rotate_key(&vault, "k").unwrap()["key"]["kid"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let moved = f.plane.rotate_sets_to_latest_keys().unwrap();
+        assert_eq!(moved, [set["id"].as_str().unwrap()]);
+        let shown = f
+            .plane
+            .disk_encryption_set(&f.sub, "g", "set-auto")
+            .unwrap();
+        assert_eq!(set_key_url(&shown), v2);
+        assert!(shown["properties"].get("autoKeyRotationError").is_none());
+        for h in image_headers(&f, &img) {
+            assert_eq!(customer_key_ids(&h), [v2.as_str()]);
+        }
+
+        // A stop between recording the new version and re-wrapping: the start-up pass
+        // (finish_rotations) re-wraps what was left, images included, and only that.
+        let v3 = f.plane.rotate_key(&vault, "k").unwrap()["key"]["kid"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let mut record = f
+            .plane
+            .store
+            .resource(set["id"].as_str().unwrap())
+            .unwrap()
+            .unwrap();
+        record.body["properties"]["activeKey"]["keyUrl"] = json!(v3);
+        f.plane.store.put_resource(&record).unwrap();
+        assert_eq!(
+            f.plane.finish_rotations().unwrap(),
+            4,
+            "the disk, the snapshot and both image volumes"
+        );
+        assert_eq!(f.plane.finish_rotations().unwrap(), 0);
+        for h in image_headers(&f, &img) {
+            assert_eq!(customer_key_ids(&h), [v3.as_str()]);
+        }
+        disable(&f, &vault, KeyUrl::parse(&v2).unwrap().version.as_deref());
+        let copy = from_image(&f, "copy", "img", None).unwrap();
+        assert_eq!(read(&f, &copy, 4096), vec![0xc3; 4096]);
+    }
+
+    #[test]
+    fn a_disk_from_an_image_whose_key_is_revoked_is_refused_and_nothing_is_made() {
+        let f = Fixture::with_data_plane();
+        let (vault, set) = customer_key_set(&f, "rev", PLATFORM_AND_CUSTOMER_KEYS, false);
+        let disk = written_disk(&f, "d", &set, &[0x77; 4096]);
+        let snap = snapshot(&f, "s", &disk);
+        image(&f, "img", &disk, &snap, Some(&set));
+
+        disable(&f, &vault, None);
+        let err = from_image(&f, "no1", "img", None).unwrap_err();
+        assert!(
+            matches!(&err, ControlError::DiskEncryptionSetKeyUnusable { reason, .. } if reason.contains("disabled")),
+            "{err}"
+        );
+        let input = serde_json::from_value(json!({"attributes": {"enabled": true}})).unwrap();
+        f.plane.update_key(&vault, "k", None, input).unwrap();
+
+        set_policy(&f, &vault, &set, AccessPolicyUpdate::Remove);
+        let err = from_image(&f, "no2", "img", Some(0)).unwrap_err();
+        assert!(
+            matches!(&err, ControlError::DiskEncryptionSetKeyUnusable { reason, .. } if reason.contains("kv-rev")),
+            "{err}"
+        );
+        for name in ["no1", "no2"] {
+            assert!(matches!(
+                f.plane.disk(&f.sub, "g", name),
+                Err(ControlError::ResourceNotFound { .. })
+            ));
+        }
+
+        set_policy(&f, &vault, &set, AccessPolicyUpdate::Add);
+        let copy = from_image(&f, "yes", "img", Some(0)).unwrap();
+        assert_eq!(read(&f, &copy, 4096), vec![0x77; 4096]);
+    }
 
     #[test]
     fn key_urls_split_into_vault_key_and_version() {

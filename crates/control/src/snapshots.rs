@@ -6,6 +6,11 @@
 //! copy keeps the source's encryption unless a compatible one is asked for: the copy of a
 //! customer-key disk stays under the same customer key (the same vault key, possibly through
 //! another set of the same type), and never goes back to the platform key alone.
+//!
+//! An image's volumes (one per image disk, in `internal.volumes`) belong to the disk
+//! encryption set they were made under: they count among its associated resources and are
+//! re-wrapped with its disks and snapshots when its key changes. A source whose customer key
+//! cannot be used (revoked) is refused before anything is copied.
 
 use std::collections::BTreeMap;
 
@@ -102,6 +107,15 @@ fn invalid(name: &str, reason: impl Into<String>) -> ControlError {
     }
 }
 
+/// The volume documents of an image record (`internal.volumes`: `os` and one per data disk
+/// lun), each with `properties.uniqueId` and `properties.encryption`.
+pub(crate) fn image_volumes(body: &Value) -> impl Iterator<Item = &Value> {
+    body["internal"]["volumes"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+}
+
 /// The vault key (vault and key name) behind a customer-key encryption.
 fn customer_key_of(plane: &ControlPlane, enc: &DiskEncryption) -> Option<(String, String)> {
     let set = plane.des_by_id(enc.set.as_deref()?).ok()?;
@@ -135,6 +149,8 @@ impl ControlPlane {
                 format!("the source is in '{source_location}'; copies stay in the same region"),
             ));
         }
+        // A source whose customer key is revoked is refused before any volume is made.
+        self.refuse_unusable_key(&record.body)?;
         Ok(CopySource {
             doc: record.body,
             id: record.id,
@@ -177,6 +193,7 @@ impl ControlPlane {
                 format!("the image has no data disk at lun {key}"),
             ));
         }
+        self.refuse_unusable_key(&doc)?;
         Ok(CopySource {
             doc,
             id: record.id,
@@ -589,11 +606,7 @@ impl ControlPlane {
         if let Ok(id) = volume_of(&record.body) {
             data.volumes().destroy(id)?;
         }
-        for v in record.body["internal"]["volumes"]
-            .as_object()
-            .into_iter()
-            .flat_map(|m| m.values())
-        {
+        for v in image_volumes(&record.body) {
             if let Ok(id) = volume_of(v) {
                 data.volumes().destroy(id)?;
             }
@@ -615,11 +628,7 @@ impl ControlPlane {
             Err(e) => return Err(e),
         };
         self.store.delete_resource(&record.id)?;
-        for v in record.body["internal"]["volumes"]
-            .as_object()
-            .into_iter()
-            .flat_map(|m| m.values())
-        {
+        for v in image_volumes(&record.body) {
             if let Ok(id) = volume_of(v) {
                 self.data_plane()?.volumes().destroy(id)?;
             }
