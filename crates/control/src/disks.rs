@@ -486,9 +486,11 @@ impl ControlPlane {
         Ok(true)
     }
 
-    /// Finishes rotations a stop interrupted: every set's volumes are brought to its active
-    /// key. Returns how many volumes were re-wrapped.
+    /// Finishes key changes a stop interrupted: disks' moves to another encryption are
+    /// settled, then every set's volumes are brought to its active key. Returns how many
+    /// volumes were re-wrapped.
     pub fn finish_rotations(&self) -> Result<usize, ControlError> {
+        self.finish_encryption_changes()?;
         let sets = self.store.resources(&ResourceQuery {
             resource_type: Some(crate::encryption_sets::DES_TYPE),
             ..Default::default()
@@ -694,8 +696,82 @@ impl ControlPlane {
             let dek = self.unwrap_layer(id, body, layer, old)?;
             layers.push(self.wrap_layer(id, wanted, set.as_ref(), layer, &dek)?);
         }
+        // The change is recorded before the header moves: after a crash between the two,
+        // `finish_encryption_changes` can tell which encryption the header holds.
+        let mut marked = body.clone();
+        marked["internal"]["encryptionChange"] = wanted.to_json();
+        self.store.put_resource(&ResourceRecord {
+            id: body["id"].as_str().unwrap_or_default().to_string(),
+            resource_type: DISK_TYPE.into(),
+            body: marked,
+        })?;
         disk.rewrap(layers).map_err(ControlError::Volume)?;
         Ok(EncryptionChange::Rewrapped)
+    }
+
+    /// Settles disks whose move to another encryption a stop interrupted (the mark
+    /// `internal.encryptionChange` is still there): the document takes the new encryption if
+    /// the volume's header was re-wrapped for it (a header is re-wrapped whole or not at all),
+    /// and keeps the old one otherwise. Returns how many disks moved.
+    pub fn finish_encryption_changes(&self) -> Result<usize, ControlError> {
+        let disks = self.store.resources(&ResourceQuery {
+            resource_type: Some(DISK_TYPE),
+            ..Default::default()
+        })?;
+        let mut moved = 0;
+        for mut record in disks {
+            let Some(change) = record.body["internal"]
+                .as_object_mut()
+                .and_then(|internal| internal.remove("encryptionChange"))
+            else {
+                continue;
+            };
+            let wanted = DiskEncryption::of(&json!({"properties": {"encryption": change}}));
+            let header = self.data()?.volumes.header(volume_of(&record.body)?)?;
+            let done = self.header_is_for(&header.layers, &wanted)?;
+            if done {
+                record.body["properties"]["encryption"] = wanted.to_json();
+                moved += 1;
+            }
+            tracing::info!(
+                disk = record.id,
+                moved = done,
+                "settled an interrupted encryption change"
+            );
+            self.store.put_resource(&record)?;
+        }
+        Ok(moved)
+    }
+
+    /// Whether wrap layers are the ones `encryption` makes: the platform key where it has a
+    /// platform layer, its set's active key where it has a customer layer.
+    fn header_is_for(
+        &self,
+        layers: &[WrapLayer],
+        encryption: &DiskEncryption,
+    ) -> Result<bool, ControlError> {
+        let kinds = encryption.layers();
+        if kinds.len() != layers.len() {
+            return Ok(false);
+        }
+        let set_key = match &encryption.set {
+            Some(set) => Some(
+                self.des_by_id(set)?["properties"]["activeKey"]["keyUrl"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        Ok(kinds.iter().zip(layers).all(|(kind, wrap)| match kind {
+            LayerKey::Platform => wrap.key_id == PLATFORM_KEY_ID,
+            LayerKey::Customer => {
+                wrap.key_id != PLATFORM_KEY_ID
+                    && set_key
+                        .as_deref()
+                        .is_some_and(|k| KeyUrl::same_key(&wrap.key_id, k))
+            }
+        }))
     }
 
     /// Re-encrypts a disk into a new volume with the encryption recorded in
@@ -1006,6 +1082,14 @@ impl ControlPlane {
         let name = body["name"].as_str().unwrap_or_default().to_string();
         let current_gb = body["properties"]["diskSizeGB"].as_u64().unwrap_or(0);
         self.refuse_while_updating(&body)?;
+        let new_gb = size_gb(patch.properties.disk_size_gb)?.filter(|gb| *gb != current_gb);
+        if let Some(gb) = new_gb
+            && gb < current_gb
+        {
+            return Err(ControlError::OperationNotAllowed(format!(
+                "Disk '{name}' is {current_gb} GiB; a disk can only grow, not shrink to {gb} GiB."
+            )));
+        }
         let mut reencrypt = false;
         if let Some(enc) = &patch.properties.encryption {
             let wanted = encryption_of(Some(enc))?;
@@ -1013,7 +1097,14 @@ impl ControlPlane {
             if wanted != current {
                 match self.change_encryption(&body, &current, &wanted)? {
                     EncryptionChange::Rewrapped => {
+                        // Recorded at once, so the rest of the update cannot leave the
+                        // document behind the re-wrapped header.
                         body["properties"]["encryption"] = wanted.to_json();
+                        self.store.put_resource(&ResourceRecord {
+                            id: record.id.clone(),
+                            resource_type: DISK_TYPE.into(),
+                            body: body.clone(),
+                        })?;
                     }
                     EncryptionChange::Reencrypt => {
                         reencrypt = true;
@@ -1024,14 +1115,7 @@ impl ControlPlane {
                 }
             }
         }
-        if let Some(gb) = size_gb(patch.properties.disk_size_gb)?
-            && gb != current_gb
-        {
-            if gb < current_gb {
-                return Err(ControlError::OperationNotAllowed(format!(
-                    "Disk '{name}' is {current_gb} GiB; a disk can only grow, not shrink to {gb} GiB."
-                )));
-            }
+        if let Some(gb) = new_gb {
             let state = disk_state(&body);
             if state != "Unattached" && state != "Reserved" {
                 return Err(ControlError::OperationNotAllowed(format!(

@@ -752,7 +752,7 @@ impl ControlPlane {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disks::{DiskInput, volume_of};
+    use crate::disks::{DiskInput, DiskPatch, volume_of};
     use crate::snapshots::{ImageInput, SnapshotInput};
     use crate::testing::Fixture;
     use crate::vaults::{AccessPolicy, AccessPolicyUpdate, VaultInput};
@@ -1138,5 +1138,70 @@ mod tests {
             "https://kv1.vault.localhost:1/keys/k1/ab",
             "https://kv1.vault.localhost:1/keys/k1/cd"
         ));
+    }
+
+    /// A 1 GiB platform-key disk holding `data` at offset 0.
+    fn platform_disk(f: &Fixture, name: &str, data: &[u8]) -> Value {
+        let input: DiskInput = serde_json::from_value(json!({
+            "location": "eastus",
+            "properties": {"creationData": {"createOption": "Empty"}, "diskSizeGB": 1},
+        }))
+        .unwrap();
+        let (disk, _) = f.plane.put_disk(&f.sub, "g", name, input).unwrap();
+        let volume = f.plane.open_volume(&disk).unwrap();
+        volume.write(0, data, false).unwrap();
+        volume.flush().unwrap();
+        disk
+    }
+
+    /// The stored record of disk `name`.
+    fn disk_record(f: &Fixture, name: &str) -> crate::store::ResourceRecord {
+        let id = format!(
+            "/subscriptions/{}/resourceGroups/g/providers/{DISK_TYPE}/{name}",
+            f.sub
+        );
+        f.plane.store.resource(&id).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_move_to_another_encryption_interrupted_by_a_crash_is_settled_at_start() {
+        let f = Fixture::with_data_plane();
+        let (_vault, set) = customer_key_set(&f, "m", CUSTOMER_KEY, false);
+        let wanted = json!({"type": CUSTOMER_KEY, "diskEncryptionSetId": set["id"]});
+        let data = [0x3c; 8192];
+
+        // Crashed after the header was re-wrapped, before the document was updated: the
+        // document still says platform key, with the change recorded.
+        platform_disk(&f, "moved", &data);
+        let before = disk_record(&f, "moved");
+        let patch: DiskPatch =
+            serde_json::from_value(json!({"properties": {"encryption": wanted}})).unwrap();
+        f.plane.patch_disk(&f.sub, "g", "moved", patch).unwrap();
+        let mut crashed = before.clone();
+        crashed.body["internal"]["encryptionChange"] = wanted.clone();
+        f.plane.store.put_resource(&crashed).unwrap();
+
+        // Crashed before the header moved: only the mark.
+        platform_disk(&f, "stayed", &data);
+        let mut marked = disk_record(&f, "stayed");
+        marked.body["internal"]["encryptionChange"] = wanted.clone();
+        f.plane.store.put_resource(&marked).unwrap();
+
+        f.plane.finish_rotations().unwrap();
+        let moved = disk_record(&f, "moved").body;
+        assert_eq!(moved["properties"]["encryption"], wanted);
+        assert!(moved["internal"].get("encryptionChange").is_none());
+        assert_eq!(customer_key_ids(&header(&f, &moved)), [set_key_url(&set)]);
+        let stayed = disk_record(&f, "stayed").body;
+        assert_eq!(
+            stayed["properties"]["encryption"],
+            json!({"type": "EncryptionAtRestWithPlatformKey"})
+        );
+        assert!(stayed["internal"].get("encryptionChange").is_none());
+        // Both read their data through the encryption their document names (nothing holds
+        // them open, so each opens anew).
+        for doc in [&moved, &stayed] {
+            assert_eq!(read(&f, doc, data.len()), data);
+        }
     }
 }
