@@ -767,6 +767,42 @@ impl Disk {
 
     /// Writes `data` at `offset`; with `fua`, returns only once it is on stable storage.
     pub fn write(&self, offset: u64, data: &[u8], fua: bool) -> Result<(), StoreError> {
+        self.write_pieces(offset, data, fua, &mut |w: &Whole| {
+            let src = &data[idx(w.at)..idx(w.at + w.len())];
+            self.store_whole(w.first, w.units, Some(src))
+        })
+    }
+
+    /// Like [`Disk::write`], but whole units are encrypted in `data` itself, which holds
+    /// ciphertext afterwards: no copy and no second buffer, so less memory traffic for large
+    /// writes.
+    pub fn write_in_place(
+        &self,
+        offset: u64,
+        data: &mut [u8],
+        fua: bool,
+    ) -> Result<(), StoreError> {
+        let whole = split(offset, data.len() as u64).whole;
+        // Partial units are read-modify-written from the plaintext first, while it is there.
+        self.write_pieces(offset, data, false, &mut |_| Ok(()))?;
+        if let Some(w) = whole {
+            self.store_in_place(w.first, &mut data[idx(w.at)..idx(w.at + w.len())])?;
+        }
+        if fua {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The partial head and tail units of a write by read-modify-write, and its whole units
+    /// by `whole`.
+    fn write_pieces(
+        &self,
+        offset: u64,
+        data: &[u8],
+        fua: bool,
+        whole: &mut dyn FnMut(&Whole) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let len = data.len() as u64;
         self.check_range(offset, len)?;
         let pieces = split(offset, len);
@@ -777,8 +813,7 @@ impl Disk {
             })?;
         }
         if let Some(w) = &pieces.whole {
-            let src = &data[idx(w.at)..idx(w.at + w.len())];
-            self.store_whole(w.first, w.units, Some(src))?;
+            whole(w)?;
         }
         if let Some(p) = &pieces.tail {
             let src = &data[idx(p.at)..];
@@ -788,6 +823,24 @@ impl Disk {
         }
         if fua {
             self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Encrypts whole units from `first` in `buf` and stores them, up to `CHUNK_UNITS` per
+    /// backend write.
+    fn store_in_place(&self, first: u64, buf: &mut [u8]) -> Result<(), StoreError> {
+        for (i, chunk) in buf.chunks_mut(idx(CHUNK_UNITS * UNIT)).enumerate() {
+            let unit = first + i as u64 * CHUNK_UNITS;
+            self.encrypt_run(unit, chunk)?;
+            let pos = self.unit_pos(unit)?;
+            let _held = self.lock_units(unit, chunk.len() as u64 / UNIT);
+            self.backend
+                .write_at(chunk, pos)
+                .map_err(|source| StoreError::WriteData {
+                    offset: pos,
+                    source,
+                })?;
         }
         Ok(())
     }

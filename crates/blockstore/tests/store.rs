@@ -146,6 +146,50 @@ fn round_trips_on_file_backend() {
     check_round_trips(&file_disk(dir.path(), "two", 1 << 20, &[1, 2]));
 }
 
+/// `write_in_place` stores exactly what `write` stores, for one and two layers, over aligned,
+/// unaligned, sub-sector and multi-chunk ranges; its buffer ends up holding ciphertext.
+#[test]
+fn write_in_place_stores_the_same_bytes_as_write() {
+    for seeds in [&[7u8][..], &[7, 9]] {
+        let size = 4 << 20;
+        let (copied, by_copy) = mem_disk(size, seeds);
+        let (in_place, by_place) = mem_disk(size, seeds);
+        let cases: &[(u64, u64)] = &[
+            (0, UNIT),
+            (512, 512),
+            (13, 7),
+            (UNIT - 100, 200),
+            (5 * UNIT + 4000, 2 * UNIT + 500),
+            (3, 300 * 1024 + 11),
+            (8 * UNIT, 600 * UNIT),
+            (size - 3 * UNIT - 1, 3 * UNIT + 1),
+        ];
+        for (n, &(offset, len)) in cases.iter().enumerate() {
+            let data = pattern(n as u64 + 40, len as usize);
+            by_copy.write(offset, &data, n % 2 == 0).expect("write");
+            let mut buf = data.clone();
+            by_place
+                .write_in_place(offset, &mut buf, n % 2 == 0)
+                .expect("write in place");
+            if len >= 2 * UNIT {
+                assert_ne!(
+                    buf, data,
+                    "case {n}: whole units were encrypted in the buffer"
+                );
+            }
+        }
+        assert_eq!(read_all(&by_place), read_all(&by_copy));
+        for unit in 0..size / UNIT {
+            assert_eq!(
+                stored_unit(&*in_place, unit),
+                stored_unit(&*copied, unit),
+                "unit {unit}, {} layer(s)",
+                seeds.len()
+            );
+        }
+    }
+}
+
 #[test]
 fn odd_size_disk_keeps_its_last_partial_unit() {
     // The last unit is only one sector of virtual disk.

@@ -24,7 +24,7 @@ impl BlockDevice for Zeros {
         buf.fill(0);
         Ok(())
     }
-    fn write(&self, _offset: u64, _data: &[u8], _fua: bool) -> io::Result<()> {
+    fn write(&self, _offset: u64, _data: &mut [u8], _fua: bool) -> io::Result<()> {
         Ok(())
     }
     fn flush(&self) -> io::Result<()> {

@@ -325,7 +325,7 @@ mod tests {
             buf.fill(0);
             Ok(())
         }
-        fn write(&self, _: u64, _: &[u8], _: bool) -> std::io::Result<()> {
+        fn write(&self, _: u64, _: &mut [u8], _: bool) -> std::io::Result<()> {
             Ok(())
         }
         fn flush(&self) -> std::io::Result<()> {

@@ -57,8 +57,10 @@ pub trait BlockDevice: Send + Sync + 'static {
     fn size(&self) -> u64;
     /// Fill `buf` with the bytes at `offset`.
     fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
-    /// Write `data` at `offset`; with `fua`, return only once it is on stable storage.
-    fn write(&self, offset: u64, data: &[u8], fua: bool) -> io::Result<()>;
+    /// Write `data` at `offset`; with `fua`, return only once it is on stable storage. The
+    /// device may use `data` as scratch space (to encrypt in place, say): the server does not
+    /// read it afterwards.
+    fn write(&self, offset: u64, data: &mut [u8], fua: bool) -> io::Result<()>;
     /// Return once every completed write is on stable storage.
     fn flush(&self) -> io::Result<()>;
     /// Discard a range; afterwards it reads as zeros.

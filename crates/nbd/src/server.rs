@@ -522,14 +522,16 @@ impl BufferPool {
     /// A buffer of at least `len` bytes' capacity, if one is free, with its contents.
     fn reuse(&self, len: usize) -> Option<Vec<u8>> {
         self.free.lock().ok().and_then(|mut free| {
-            // The smallest buffer that fits, so that small replies leave large buffers be.
+            // The smallest buffer that fits, so that small replies leave large buffers be;
+            // of those the one given back last, which is likeliest still in the CPU's cache.
             let (i, _) = free
                 .buffers
                 .iter()
                 .enumerate()
+                .rev()
                 .filter(|(_, b)| b.capacity() >= len)
                 .min_by_key(|(_, b)| b.capacity())?;
-            let b = free.buffers.swap_remove(i);
+            let b = free.buffers.remove(i);
             free.bytes -= b.capacity();
             Some(b)
         })
@@ -957,7 +959,7 @@ fn execute(shared: &Shared, cookie: Cookie, op: Op, mut buf: Vec<u8>) -> (Vec<u8
             if len == 0 {
                 Ok(())
             } else {
-                device.write(offset, &buf, fua)
+                device.write(offset, &mut buf, fua)
             }
         }
         Op::Flush => device.flush(),

@@ -108,7 +108,7 @@ impl BlockDevice for MemDevice {
         Ok(())
     }
 
-    fn write(&self, offset: u64, data: &[u8], _fua: bool) -> io::Result<()> {
+    fn write(&self, offset: u64, data: &mut [u8], _fua: bool) -> io::Result<()> {
         let mut s = self.state.lock().unwrap();
         let r = Self::range(&s, offset, data.len() as u64)?;
         s.data[r].copy_from_slice(data);
@@ -345,7 +345,7 @@ async fn nbdinfo_shows_size_block_sizes_structured_replies_and_base_allocation()
     }
     let catalog = Arc::new(Catalog::default());
     let device = Arc::new(MemDevice::new(8 << 20));
-    device.write(0, &[0x11; 65536], false).unwrap();
+    device.write(0, &mut [0x11; 65536], false).unwrap();
     catalog.add("disk-9f3a", Arc::clone(&device), false);
     let server = start(ServerConfig::plain(), Arc::clone(&catalog)).await;
     let uri = format!("nbd://127.0.0.1:{}/disk-9f3a", server.port);
@@ -1208,7 +1208,7 @@ async fn bad_request_magic_closes_the_connection() {
 #[tokio::test]
 async fn block_status_reports_allocation_and_honours_req_one() {
     let (_catalog, device, server) = one_export(1 << 20).await;
-    device.write(8192, &[1; 8192], false).unwrap();
+    device.write(8192, &mut [1; 8192], false).unwrap();
     let (mut c, _, _) = Raw::open(server.port, "disk").await;
     c.request(cmd::BLOCK_STATUS, 0, 1, 0, 65536).await;
     let r = c.reply().await;

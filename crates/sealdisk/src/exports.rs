@@ -24,8 +24,8 @@ impl nbd::BlockDevice for Volume {
         Self::io(self.0.read(offset, buf))
     }
 
-    fn write(&self, offset: u64, data: &[u8], fua: bool) -> io::Result<()> {
-        Self::io(self.0.write(offset, data, fua))
+    fn write(&self, offset: u64, data: &mut [u8], fua: bool) -> io::Result<()> {
+        Self::io(self.0.write_in_place(offset, data, fua))
     }
 
     fn flush(&self) -> io::Result<()> {
