@@ -169,7 +169,10 @@ def main(paths):
             ratio = statistics.median(ratios) if ratios else None
             rows.append([label, fmt(gbps, 2), fmt(ratio, 2) if ratio is not None else "",
                          ", ".join(fmt(x, 2) for x in ratios)])
-            if ratio is not None and target_label is None and "write" in label.lower():
+            # The target is on the encrypt path NBD writes take (in place), else any write.
+            if ratio is not None and "write_in_place" in label:
+                target_label = (label, ratio)
+            elif ratio is not None and target_label is None and "write" in label.lower():
                 target_label = (label, ratio)
         if target_label is None:
             for label in labels:
