@@ -313,6 +313,33 @@ def data_area(path: Path, data_offset: int) -> tuple[list[tuple[int, int]], str]
     return extents, digest.hexdigest()
 
 
+def at_rest(path: Path) -> tuple[bytes, Header, str]:
+    """A volume file's raw header, parsed header and data-area digest, for `assert_rewrapped`."""
+    header = read_header(path)
+    return header_bytes(path), header, data_area(path, header.data_offset)[1]
+
+
+def assert_rewrapped(path: Path, before: tuple[bytes, Header, str], old_url: str,
+                     new_url: str) -> None:
+    """The customer layer of `path` moved from `old_url` to `new_url`; the platform layer (if
+    any) and the data area are byte for byte what they were."""
+    raw_before, header_before, digest_before = before
+    header = read_header(path)
+    assert header_bytes(path) != raw_before, f"{path.name}: the header did not change"
+    assert header.generation > header_before.generation
+    assert [layer.key_id for layer in header.layers] == \
+        [new_url if layer.key_id == old_url else layer.key_id
+         for layer in header_before.layers], header.layers
+    for old, new in zip(header_before.layers, header.layers):
+        if old.key_id.startswith(PLATFORM_KEY_ID):
+            assert new == old, "the platform layer is untouched by a customer-key rotation"
+        else:
+            assert new.wrapped != old.wrapped
+    assert data_area(path, header.data_offset)[1] == digest_before, \
+        f"{path.name}: the rotation changed the data area"
+
+
+
 def file_contains(path: Path, needle: bytes, chunk: int = 8 * MiB) -> bool:
     """Whether `needle` occurs in the data extents of a (sparse) file."""
     with open(path, "rb") as f:

@@ -23,14 +23,14 @@ from cmk_support import (
     DOUBLE,
     MiB,
     PLATFORM_KEY_ID,
-    Header,
+    assert_rewrapped,
+    at_rest,
     audit,
     azure_error_of,
     client_tls_dir,
     crypto_entries,
     data_area,
     grant,
-    header_bytes,
     libnbd_read,
     libnbd_write,
     logged_in_cli,
@@ -88,31 +88,6 @@ def make_image(cli: Runner, server: Server, name: str, disk: str, snapshot: str,
     added = sorted(volume_files(server) - before)
     assert len(added) == 2, f"{name}: expected two new volume files, got {added}"
     return image, added
-
-
-def at_rest(path: Path) -> tuple[bytes, Header, str]:
-    header = read_header(path)
-    return header_bytes(path), header, data_area(path, header.data_offset)[1]
-
-
-def assert_rewrapped(path: Path, before: tuple[bytes, Header, str], old_url: str,
-                     new_url: str) -> None:
-    """The customer layer of `path` moved from `old_url` to `new_url`; the platform layer (if
-    any) and the data area are byte for byte what they were."""
-    raw_before, header_before, digest_before = before
-    header = read_header(path)
-    assert header_bytes(path) != raw_before, f"{path.name}: the header did not change"
-    assert header.generation > header_before.generation
-    assert [layer.key_id for layer in header.layers] == \
-        [new_url if layer.key_id == old_url else layer.key_id
-         for layer in header_before.layers], header.layers
-    for old, new in zip(header_before.layers, header.layers):
-        if old.key_id.startswith(PLATFORM_KEY_ID):
-            assert new == old, "the platform layer is untouched by a customer-key rotation"
-        else:
-            assert new.wrapped != old.wrapped
-    assert data_area(path, header.data_offset)[1] == digest_before, \
-        f"{path.name}: the rotation changed the data area"
 
 
 def test_image_volumes_are_rewrapped_with_the_set_and_refused_once_the_key_is_revoked(

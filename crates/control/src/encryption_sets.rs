@@ -815,15 +815,30 @@ mod tests {
 
     /// A 1 GiB disk of `set`'s type holding `data` at offset 0.
     fn written_disk(f: &Fixture, name: &str, set: &Value, data: &[u8]) -> Value {
+        let encryption = json!({
+            "type": set["properties"]["encryptionType"],
+            "diskEncryptionSetId": set["id"],
+        });
+        disk_holding(f, name, encryption, data)
+    }
+
+    /// A 1 GiB platform-key disk holding `data` at offset 0.
+    fn platform_disk(f: &Fixture, name: &str, data: &[u8]) -> Value {
+        disk_holding(
+            f,
+            name,
+            json!({"type": "EncryptionAtRestWithPlatformKey"}),
+            data,
+        )
+    }
+
+    fn disk_holding(f: &Fixture, name: &str, encryption: Value, data: &[u8]) -> Value {
         let input: DiskInput = serde_json::from_value(json!({
             "location": "eastus",
             "properties": {
                 "creationData": {"createOption": "Empty"},
                 "diskSizeGB": 1,
-                "encryption": {
-                    "type": set["properties"]["encryptionType"],
-                    "diskEncryptionSetId": set["id"],
-                },
+                "encryption": encryption,
             },
         }))
         .unwrap();
@@ -1138,20 +1153,6 @@ mod tests {
             "https://kv1.vault.localhost:1/keys/k1/ab",
             "https://kv1.vault.localhost:1/keys/k1/cd"
         ));
-    }
-
-    /// A 1 GiB platform-key disk holding `data` at offset 0.
-    fn platform_disk(f: &Fixture, name: &str, data: &[u8]) -> Value {
-        let input: DiskInput = serde_json::from_value(json!({
-            "location": "eastus",
-            "properties": {"creationData": {"createOption": "Empty"}, "diskSizeGB": 1},
-        }))
-        .unwrap();
-        let (disk, _) = f.plane.put_disk(&f.sub, "g", name, input).unwrap();
-        let volume = f.plane.open_volume(&disk).unwrap();
-        volume.write(0, data, false).unwrap();
-        volume.flush().unwrap();
-        disk
     }
 
     /// The stored record of disk `name`.
