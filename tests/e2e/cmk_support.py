@@ -371,3 +371,21 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, step: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout} s")
         time.sleep(step)
+
+
+# A disk's test data: two patterns and a random MiB, written and checked over NBD.
+PATTERNS = [("0x5a", 0, "1M"), ("0xc3", 512 * MiB, "64k")]
+RANDOM_AT = 8 * MiB
+
+
+def write_data(uri: str, tls: Path, seed: bytes) -> None:
+    qemu_io(uri, tls, [f"write -P {p} {off} {length}" for p, off, length in PATTERNS])
+    libnbd_write(uri, tls, RANDOM_AT, sha_stream(seed, 1 * MiB))
+
+
+def check_data(uri: str, tls: Path, seed: bytes) -> None:
+    """The patterns, the random MiB and a never-written range (zeros) read back as written."""
+    qemu_io(uri, tls, [f"read -P {p} {off} {length}" for p, off, length in PATTERNS]
+            + ["read -P 0 2M 1M"], read_only=True)
+    assert libnbd_read(uri, tls, RANDOM_AT, 1 * MiB) == sha_stream(seed, 1 * MiB), \
+        f"the random MiB at {RANDOM_AT} of {uri} differs"

@@ -21,33 +21,26 @@ from typing import Any
 from cmk_support import (
     CMK,
     DOUBLE,
-    MiB,
     PLATFORM_KEY_ID,
     assert_rewrapped,
     at_rest,
     audit,
     azure_error_of,
+    check_data,
     client_tls_dir,
     crypto_entries,
     data_area,
     grant,
-    libnbd_read,
-    libnbd_write,
     logged_in_cli,
-    qemu_io,
     read_header,
-    sha_stream,
     wait_for,
+    write_data,
 )
 from support import Runner, Server
 
 RG = "rg"
 KV = "image-kv"
 KEY = "image-key"
-PATTERNS = [("0x5a", 0, "1M"), ("0xc3", 512 * MiB, "64k")]
-RANDOM_AT = 8 * MiB
-
-
 def volume_files(server: Server) -> set[Path]:
     return set((server.data_dir / "disks").glob("*.disk"))
 
@@ -63,19 +56,6 @@ def make_set(cli: Runner, name: str, etype: str, key_url: str,
     cli.run("keyvault", "set-policy", "--name", KV, "--object-id", des["identity"]["principalId"],
             "--key-permissions", "get", "wrapKey", "unwrapKey")
     return des
-
-
-def write_data(uri: str, tls: Path, seed: bytes) -> None:
-    qemu_io(uri, tls, [f"write -P {p} {off} {length}" for p, off, length in PATTERNS])
-    libnbd_write(uri, tls, RANDOM_AT, sha_stream(seed, 1 * MiB))
-
-
-def check_data(uri: str, tls: Path, seed: bytes) -> None:
-    """The patterns, the random MiB and a never-written range (zeros) read back as written."""
-    qemu_io(uri, tls, [f"read -P {p} {off} {length}" for p, off, length in PATTERNS]
-            + ["read -P 0 2M 1M"], read_only=True)
-    assert libnbd_read(uri, tls, RANDOM_AT, 1 * MiB) == sha_stream(seed, 1 * MiB), \
-        f"the random MiB at {RANDOM_AT} of {uri} differs"
 
 
 def make_image(cli: Runner, server: Server, name: str, disk: str, snapshot: str,

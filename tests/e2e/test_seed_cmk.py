@@ -29,9 +29,11 @@ from cmk_support import (
     DOUBLE,
     MiB,
     PLATFORM_KEY_ID,
+    RANDOM_AT,
     assert_rewrapped,
     audit,
     azure_error_of,
+    check_data,
     client_tls_dir,
     crypto_entries,
     data_area,
@@ -45,7 +47,6 @@ from cmk_support import (
     logged_in_cli,
     nbd_exports,
     power_state,
-    qemu_io,
     read_header,
     seconds_until_reads_fail,
     sha_stream,
@@ -53,6 +54,7 @@ from cmk_support import (
     vm_statuses,
     volume_file,
     wait_for,
+    write_data,
 )
 from support import Runner, Server, is_guid
 
@@ -646,10 +648,6 @@ def test_seed_002_with_the_sealdisk_cli(cli_session: Runner, server: Server,
 # ================================================================================================
 
 SMALL = "1"  # GiB: the disks of the NBD tests
-PATTERNS = [("0x5a", 0, "1M"), ("0xc3", 512 * MiB, "64k")]
-RANDOM_AT = 8 * MiB
-
-
 def make_sets(cli: Runner, group: str, vault: str) -> tuple[str, dict[str, dict[str, Any]]]:
     """A vault with an RSA-3072 key and two sets on it, `cmk-set` (customer key) and
     `double-set` (platform and customer keys), each identity with get/wrapKey/unwrapKey."""
@@ -666,19 +664,6 @@ def make_sets(cli: Runner, group: str, vault: str) -> tuple[str, dict[str, dict[
                 "--key-permissions", "get", "wrapKey", "unwrapKey")
         sets[name] = des
     return key_url, sets
-
-
-def write_data(uri: str, tls: Path, seed: bytes) -> None:
-    qemu_io(uri, tls, [f"write -P {p} {off} {length}" for p, off, length in PATTERNS])
-    libnbd_write(uri, tls, RANDOM_AT, sha_stream(seed, 1 * MiB))
-
-
-def check_data(uri: str, tls: Path, seed: bytes) -> None:
-    """The patterns, the random MiB and a never-written range (zeros) read back as written."""
-    qemu_io(uri, tls, [f"read -P {p} {off} {length}" for p, off, length in PATTERNS]
-            + ["read -P 0 2M 1M"], read_only=True)
-    assert libnbd_read(uri, tls, RANDOM_AT, 1 * MiB) == sha_stream(seed, 1 * MiB), \
-        f"the random MiB at {RANDOM_AT} of {uri} differs"
 
 
 def test_cmk_and_double_encrypted_data_survive_rotation_and_restart(fresh_server: Server,
