@@ -4,15 +4,16 @@
 //! Transmission runs two kinds of work per connection:
 //!
 //! - the connection task reads request headers (and write payloads), checks them with
-//!   [`crate::command::check_request`] and hands each accepted request to tokio's blocking
-//!   pool, after taking one of a bounded number of request slots and, for reads and writes, a
-//!   share of a bounded byte budget. While the device is fast (a moving average of its time
-//!   per operation), requests that arrived together go to one blocking-pool task, up to
-//!   eight, since waking a thread per request would cost more than the work; a slower device
-//!   gets one task per request, so requests run in parallel. A request that is alone in flight (the client waits for it, as at queue depth 1), small
-//!   and fast runs on the connection task itself, which writes its reply: a hand-off would
-//!   cost more than the work;
-//! - a blocking-pool closure calls the [`BlockDevice`](crate::BlockDevice), encodes the whole
+//!   [`crate::command::check_request`] and queues each accepted request for the connection's
+//!   workers, after taking one of a bounded number of request slots and, for reads and
+//!   writes, a share of a bounded byte budget. Workers run on tokio's blocking pool, at most
+//!   [`MAX_WORKERS`] per connection, started when requests wait and none is free; a worker
+//!   takes queued requests without a wake-up each: up to eight at a time while the device is
+//!   fast (a moving average of its time per operation), one at a time otherwise, so slow
+//!   requests run in parallel. A request that is alone in flight (the client waits for it,
+//!   as at queue depth 1), small and fast runs on the connection task itself, which writes
+//!   its reply: a hand-off would cost more than the work;
+//! - a worker calls the [`BlockDevice`](crate::BlockDevice), encodes the whole
 //!   reply (header and data) into one buffer and queues it. Replies go out in completion
 //!   order (they carry the client's cookie, so order does not matter) through flat combining:
 //!   the thread that finds the writer free writes every queued reply in one vectored write,
@@ -23,8 +24,9 @@
 //! not reached the device yet is answered with `ESHUTDOWN`, no data leaves any more, and the
 //! connection is closed once in-flight work is answered or a short grace period ends.
 
+use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,6 +63,10 @@ const POOL_BUFFERS: usize = 64;
 const POOL_BYTES: usize = 16 * 1024 * 1024;
 /// Most requests handed to one blocking-pool task while device operations are fast.
 const MAX_JOBS_PER_TASK: usize = 8;
+/// Blocking-pool workers one connection runs at once. More threads than cores only queue for
+/// the CPU and for the backing file's lock; a fixed few that take queued requests without a
+/// wake-up each, as nbdkit's and qemu-nbd's thread pools do, serve a deep queue best.
+const MAX_WORKERS: usize = 4;
 /// Below this average device time per operation, batching beats running each operation on a
 /// thread of its own (waking a thread costs about as much).
 const FAST_OPERATION: Duration = Duration::from_micros(30);
@@ -382,6 +388,10 @@ struct Shared {
     write_error: Mutex<Option<io::Error>>,
     /// Moving average of the device time per operation, in nanoseconds.
     op_nanos: AtomicU64,
+    /// Requests waiting for a worker, in arrival order.
+    pending: Mutex<VecDeque<Job>>,
+    /// Workers running on the blocking pool, at most [`MAX_WORKERS`].
+    workers: AtomicUsize,
 }
 
 impl Shared {
@@ -392,6 +402,19 @@ impl Shared {
         } else {
             1
         }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, VecDeque<Job>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts one more worker, unless [`MAX_WORKERS`] are running.
+    fn add_worker(&self) -> bool {
+        self.workers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < MAX_WORKERS).then_some(n + 1)
+            })
+            .is_ok()
     }
 
     fn record_op_time(&self, took: Duration) {
@@ -612,6 +635,8 @@ where
         write_error: Mutex::new(None),
         // Until measured, the device is taken to be slow: one operation per task.
         op_nanos: AtomicU64::new(FAST_OPERATION.as_nanos() as u64 * 4),
+        pending: Mutex::new(VecDeque::new()),
+        workers: AtomicUsize::new(0),
     });
     let slot_count = u32::try_from(config.max_requests_in_flight.clamp(1, 1 << 16)).unwrap_or(1);
     let limits = Limits {
@@ -898,22 +923,44 @@ async fn run_inline(shared: &Shared, job: Job) {
     }
 }
 
-/// Carries out `jobs` in order on one blocking-pool thread and writes their replies from
-/// there, together at the end (a batch is only longer than one while device operations are
-/// fast).
+/// Queues `jobs` for the connection's workers, starting one more on the blocking pool unless
+/// [`MAX_WORKERS`] are running already (they take the jobs then, without a wake-up).
 fn dispatch(shared: &Arc<Shared>, jobs: &mut Vec<Job>) {
     if jobs.is_empty() {
         return;
     }
-    let jobs = std::mem::replace(jobs, Vec::with_capacity(MAX_JOBS_PER_TASK));
-    let shared = Arc::clone(shared);
-    tokio::task::spawn_blocking(move || {
-        for job in jobs {
-            let reply = run(&shared, job);
+    shared.pending().extend(jobs.drain(..));
+    if shared.add_worker() {
+        let shared = Arc::clone(shared);
+        tokio::task::spawn_blocking(move || work(&shared));
+    }
+}
+
+/// A worker: takes queued jobs in arrival order, a batch at a time (a batch is only longer
+/// than one while device operations are fast), carries them out and writes their replies
+/// together, until none is left.
+fn work(shared: &Shared) {
+    loop {
+        let batch: Vec<Job> = {
+            let mut pending = shared.pending();
+            let n = shared.jobs_per_task().min(pending.len());
+            pending.drain(..n).collect()
+        };
+        if batch.is_empty() {
+            shared.workers.fetch_sub(1, Ordering::SeqCst);
+            // A job queued between the look and the decrement found every worker busy and
+            // started none: it is this worker's, unless another has started meanwhile.
+            if shared.pending().is_empty() || !shared.add_worker() {
+                return;
+            }
+            continue;
+        }
+        for job in batch {
+            let reply = run(shared, job);
             shared.queue().push(reply);
         }
         shared.write_pending();
-    });
+    }
 }
 
 /// Carries out one job: its reply, holding the job's slot and byte budget.
