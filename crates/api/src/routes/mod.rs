@@ -37,7 +37,49 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
 
 /// How many synchronous handlers may run at once per core: enough to keep the cores busy while
 /// some wait for an fsync, few enough that CPU-bound work (RSA) does not thrash between threads.
+/// A Key Vault request's wait for its audit entry does not count: that happens after its
+/// handler has returned (see `Answer`).
 const HANDLERS_PER_CORE: usize = 8;
+
+/// What a synchronous handler returns: the response, and the audit entry that must be
+/// acknowledged before the response may leave. The wait for the entry needs no thread.
+pub(crate) struct Answer {
+    response: Response,
+    audit: Option<keyvault::audit::AuditTicket>,
+}
+
+impl Answer {
+    /// A response that needs no audit entry.
+    pub(crate) fn now(response: Response) -> Self {
+        Self {
+            response,
+            audit: None,
+        }
+    }
+
+    /// A response that may leave only once `audit` resolves to `Ok`.
+    pub(crate) fn after_audit(response: Response, audit: keyvault::audit::AuditTicket) -> Self {
+        Self {
+            response,
+            audit: Some(audit),
+        }
+    }
+
+    /// The response once its audit entry is acknowledged; if the entry failed, the refusal
+    /// in its place (fail-closed).
+    async fn into_response(self) -> Response {
+        match self.audit {
+            Some(ticket) => match ticket.await {
+                Ok(_) => self.response,
+                Err(e) => {
+                    tracing::error!(error = %e, "audit log append failed: refusing the operation");
+                    ApiError::AuditUnavailable(e.to_string()).into_response()
+                }
+            },
+            None => self.response,
+        }
+    }
+}
 
 #[derive(Clone)]
 struct Shared {
@@ -137,17 +179,23 @@ async fn dispatch(State(shared): State<Shared>, request: Request<Body>) -> Respo
             // on the blocking pool so that they never stall the async workers.
             let (state, host, path) = (state.clone(), host.clone(), path.clone());
             // Closed never: the semaphore lives as long as the router.
-            let _permit = shared.handlers.acquire_owned().await;
+            let permit = shared.handlers.acquire_owned().await;
             let handled =
                 tokio::task::spawn_blocking(move || match state.endpoints.vault_name(&host) {
                     Some(vault) => vault::handle(&state, &req, &path, vault),
-                    None => route(&state, &req).unwrap_or_else(IntoResponse::into_response),
+                    None => {
+                        Answer::now(route(&state, &req).unwrap_or_else(IntoResponse::into_response))
+                    }
                 })
                 .await;
-            handled.unwrap_or_else(|e| {
-                tracing::error!(error = %e, "request handler panicked");
-                ApiError::HandlerPanicked.into_response()
-            })
+            drop(permit);
+            match handled {
+                Ok(answer) => answer.into_response().await,
+                Err(e) => {
+                    tracing::error!(error = %e, "request handler panicked");
+                    ApiError::HandlerPanicked.into_response()
+                }
+            }
         }
     };
     let mut response = response;

@@ -16,7 +16,7 @@ use keyvault::audit::{AuditFilter, AuditRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Req, ok};
+use super::{Answer, Req, ok};
 use crate::AppState;
 use crate::auth::{Caller, authenticate};
 use crate::error::{ApiError, ApiResult};
@@ -199,42 +199,46 @@ fn kv_error(status: StatusCode, code: &str, message: String) -> Response {
         .into_response()
 }
 
-/// Handles a request to vault host `vault`.
-pub fn handle(state: &AppState, req: &Req, path: &str, vault: &str) -> Response {
+/// Handles a request to vault host `vault`. The answer of an authorized request carries its
+/// audit entry's ticket: it may leave only once the entry is acknowledged.
+pub fn handle(state: &AppState, req: &Req, path: &str, vault: &str) -> Answer {
     if req.headers.get(header::AUTHORIZATION).is_none() {
-        return unauthorized(state, "AKV10000: Request is missing a Bearer or PoP token.");
+        return Answer::now(unauthorized(
+            state,
+            "AKV10000: Request is missing a Bearer or PoP token.",
+        ));
     }
     let caller = match authenticate(state, &req.headers, Surface::Vault) {
         Ok(c) => c,
-        Err(e) => return unauthorized(state, &format!("AKV10022: {e}")),
+        Err(e) => return Answer::now(unauthorized(state, &format!("AKV10022: {e}"))),
     };
     if req.query("api-version").is_none_or(str::is_empty) {
-        return kv_error(
+        return Answer::now(kv_error(
             StatusCode::BAD_REQUEST,
             "BadParameter",
             "The api-version query parameter is required, e.g. api-version=7.6.".into(),
-        );
+        ));
     }
     let doc = match state.control.vault_by_name(vault) {
         Ok(Some(doc)) => doc,
         Ok(None) => {
-            return kv_error(
+            return Answer::now(kv_error(
                 StatusCode::NOT_FOUND,
                 "VaultNotFound",
                 format!("Vault '{vault}' does not exist in this deployment."),
-            );
+            ));
         }
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => return Answer::now(ApiError::from(e).into_response()),
     };
     let name = doc["name"].as_str().unwrap_or(vault).to_string();
     let url = format!("https://{name}.{}", state.endpoints.vault_suffix());
     let vault = VaultRef { name, doc, url };
     let Some(op) = parse(&req.method, path) else {
-        return kv_error(
+        return Answer::now(kv_error(
             StatusCode::BAD_REQUEST,
             "BadParameter",
             format!("Unsupported request: {} {path}", req.method),
-        );
+        ));
     };
     let (permission, op_name) = op.permission_and_name();
     let result = authorize(state, &vault, &caller, permission, &op)
@@ -253,32 +257,31 @@ pub fn handle(state: &AppState, req: &Req, path: &str, vault: &str) -> Response 
         let (_, name) = rest.rsplit_once('/')?;
         Some((name.to_string(), version.to_string()))
     });
-    if !matches!(op, Op::Audit) {
-        let record = AuditRecord {
-            caller_object_id: caller.claims.oid.to_string(),
-            vault: vault.name.clone(),
-            key: op
-                .key()
-                .map(str::to_string)
-                .or_else(|| created.as_ref().map(|c| c.0.clone())),
-            version: op
-                .version()
-                .map(str::to_string)
-                .or_else(|| created.map(|c| c.1)),
-            operation: op_name.to_string(),
-            result: result_code,
-            detail: None,
-        };
-        if let Err(e) = state.audit.append(record) {
-            tracing::error!(error = %e, "audit log append failed: refusing the operation");
-            return ApiError::AuditUnavailable(e.to_string()).into_response();
-        }
-    }
-    match result {
+    let response = match result {
         Ok(Some(body)) => ok(body),
         Ok(None) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => e.into_response(),
+    };
+    if matches!(op, Op::Audit) {
+        // Reading the audit trail is not itself audited.
+        return Answer::now(response);
     }
+    let record = AuditRecord {
+        caller_object_id: caller.claims.oid.to_string(),
+        vault: vault.name.clone(),
+        key: op
+            .key()
+            .map(str::to_string)
+            .or_else(|| created.as_ref().map(|c| c.0.clone())),
+        version: op
+            .version()
+            .map(str::to_string)
+            .or_else(|| created.map(|c| c.1)),
+        operation: op_name.to_string(),
+        result: result_code,
+        detail: None,
+    };
+    Answer::after_audit(response, state.audit.submit(record))
 }
 
 fn authorize(
@@ -460,6 +463,44 @@ fn execute(state: &AppState, req: &Req, vault: &VaultRef, op: &Op) -> ApiResult<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record() -> AuditRecord {
+        AuditRecord {
+            caller_object_id: "caller".into(),
+            vault: "v".into(),
+            key: Some("k".into()),
+            version: None,
+            operation: "KeyUnwrap".into(),
+            result: "Success".into(),
+            detail: None,
+        }
+    }
+
+    /// The answer leaves only once its audit entry is acknowledged; when the append fails,
+    /// the answer is replaced by the refusal (fail-closed).
+    #[tokio::test]
+    async fn an_answer_leaves_only_with_its_audit_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = crypto::RootKey::generate().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = keyvault::audit::AuditLog::open(&path, &root).unwrap();
+
+        let answer = Answer::after_audit(ok(json!({"value": "secret"})), log.submit(record()));
+        assert_eq!(answer.into_response().await.status(), StatusCode::OK);
+        assert_eq!(log.commit_stats().entries, 1);
+
+        // The log file replaced under the open log: the next append fails.
+        std::fs::rename(&path, dir.path().join("moved.jsonl")).unwrap();
+        let answer = Answer::after_audit(ok(json!({"value": "secret"})), log.submit(record()));
+        let response = answer.into_response().await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "AuditLogUnavailable");
+        assert!(!body.to_string().contains("secret"));
+    }
 
     #[test]
     fn paths_with_empty_versions_mean_latest() {

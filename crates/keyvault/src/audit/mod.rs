@@ -1,8 +1,10 @@
 //! The Key Vault audit log: an append-only, hash-chained record of every key operation and
 //! policy change, written before the operation's result is returned.
 //!
-//! The log is fail-closed. `AuditLog::append` returns `Ok` only once the entry is on stable
-//! storage and covered by the head file. A caller that gets `Err` must refuse the operation.
+//! The log is fail-closed. `AuditLog::append`, and the ticket `AuditLog::submit` returns,
+//! give `Ok` only once the entry is on stable storage and covered by the head file. A caller
+//! that gets `Err` must refuse the operation; one that holds a ticket must not answer before
+//! it resolves.
 //!
 //! # Files
 //!
@@ -100,10 +102,16 @@
 //!
 //! # Durability and crash recovery
 //!
-//! Appends are committed in batches (group commit). Appends that arrive while a batch is
-//! being written queue up; when it is done, one of their callers writes all of them as the
-//! next batch (at most `MAX_BATCH` = 256 entries) and wakes the others, each with its own
-//! entry. A lone append is a batch of one and waits for nothing. A batch:
+//! Appends are committed in batches (group commit) by the log's committer thread. An append
+//! queues its record and gets a ticket (`AuditLog::submit`), which a caller can wait for
+//! (`AuditLog::append` does) or await without holding a thread. The committer writes
+//! everything queued (at most `MAX_BATCH` = 256 entries) as one batch and resolves each
+//! ticket with its own entry; appends that arrive while a batch is being written form the
+//! next one. A lone append is a batch of one and waits for nothing but the thread's wake-up.
+//! After two batches of several in a row (a steady concurrent load), the next one waits for
+//! as many entries as the last held, but at most 10 ms from the start of the last, so that
+//! under load a batch's syncs are shared by more entries.
+//! A batch:
 //!
 //! 1. writes the head that will cover it into the temp file `<log>.head.tmp` and fsyncs it;
 //! 2. writes all its lines with one `write_all` on an `O_APPEND` descriptor and calls
@@ -111,7 +119,7 @@
 //! 3. renames the temp file over the head file, creates the next batch's (empty) temp file
 //!    and fsyncs the directory, which makes both names durable.
 //!
-//! Only after all three do its appends return `Ok`: three syncs per batch, however many
+//! Only after all three do its tickets resolve to `Ok`: three syncs per batch, however many
 //! entries it holds. An entry is *acknowledged* exactly when the head file covers it. A crash
 //! can leave two kinds of residue beyond the acknowledged entries, and `open` repairs both:
 //!
@@ -147,9 +155,10 @@
 //! A failed batch fails every append in it, each with the same error.
 //!
 //! A log has a single writer: one `AuditLog` per file, in one process. Inside the process
-//! one batch is written at a time; the queue is a `Mutex` and a `Condvar`, never held
-//! during I/O. Reads use positional I/O on the acknowledged prefix and take the lock only
-//! to read the length.
+//! one batch is written at a time, by the committer thread; the queue is a `Mutex` and a
+//! `Condvar`, never held during I/O. Dropping the `AuditLog` commits what is queued and
+//! ends the thread. Reads use positional I/O on the acknowledged prefix and take the lock
+//! only to read the length.
 
 mod chain;
 mod error;
@@ -160,6 +169,6 @@ mod log;
 pub use error::{AuditError, ChainBreak, Location, TamperReason};
 pub use format::{AuditEntry, AuditRecord, ChainHash};
 pub use log::{
-    AuditFilter, AuditLog, CommitStats, RECOVERY_OPERATION, Recovery, SYSTEM_CALLER, VerifyReport,
-    head_path, verify,
+    AuditFilter, AuditLog, AuditTicket, CommitStats, RECOVERY_OPERATION, Recovery, SYSTEM_CALLER,
+    VerifyReport, head_path, verify,
 };
