@@ -1,6 +1,8 @@
 //! Access tokens: RS256 JWTs issued to principals and validated on every request.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Mutex;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
@@ -12,6 +14,8 @@ use crate::store::PrincipalRecord;
 pub const TOKEN_LIFETIME_SECS: i64 = 3599;
 /// Clock skew tolerated on `nbf` and `exp`.
 const LEEWAY_SECS: u64 = 60;
+/// Most tokens remembered as verified at once; past it the memo starts over.
+const VERIFIED_CAPACITY: usize = 1024;
 
 /// Which API a token is for: each has its own audiences.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +130,41 @@ pub struct TokenIssuer {
     issuer: String,
     tenant: TenantId,
     audiences: Audiences,
+    verified: Verified,
+}
+
+/// Tokens that passed every check of `TokenIssuer::validate`, by their exact text, with the
+/// surface they were checked for. Every check but the time window is a function of the
+/// token's bytes and of the issuer's key, kid, issuer, tenant and audiences, which are fixed
+/// for the issuer's life; so a byte-identical token for the same surface needs only its time
+/// window checked again. That spares the signature verification and the parsing on every
+/// request of a client that reuses its token. The memo holds the tokens' text in memory only
+/// (at most `VERIFIED_CAPACITY` of them), and a token is worthless once its `exp` has passed.
+#[derive(Default)]
+struct Verified(Mutex<HashMap<String, (Surface, Claims)>>);
+
+impl Verified {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Surface, Claims)>> {
+        // The map holds no invariant a panic could break.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The claims of `token` if it was verified for `surface` and `now` lies inside its time
+    /// window without leeway (`nbf <= now < exp`). Outside it the caller validates in full,
+    /// which applies the leeway and names the failure: the memo never accepts more.
+    fn get(&self, token: &str, surface: Surface, now: i64) -> Option<Claims> {
+        let map = self.map();
+        let (verified_for, claims) = map.get(token)?;
+        (*verified_for == surface && claims.nbf <= now && now < claims.exp).then(|| claims.clone())
+    }
+
+    fn insert(&self, token: &str, surface: Surface, claims: &Claims) {
+        let mut map = self.map();
+        if map.len() >= VERIFIED_CAPACITY {
+            map.clear();
+        }
+        map.insert(token.to_owned(), (surface, claims.clone()));
+    }
 }
 
 impl fmt::Debug for TokenIssuer {
@@ -153,6 +192,7 @@ impl TokenIssuer {
             issuer,
             tenant,
             audiences,
+            verified: Verified::default(),
         })
     }
 
@@ -206,8 +246,18 @@ impl TokenIssuer {
     }
 
     /// Validates `token` for `surface`: algorithm, key id, signature, issuer, audience, time
-    /// window and tenant.
+    /// window and tenant. A token that passed all of them before is recognized by its exact
+    /// text and has only its time window checked again (see `Verified`).
     pub fn validate(&self, token: &str, surface: Surface) -> Result<Claims, TokenError> {
+        if let Some(claims) = self.verified.get(token, surface, crate::deployment::now()) {
+            return Ok(claims);
+        }
+        let claims = self.validate_in_full(token, surface)?;
+        self.verified.insert(token, surface, &claims);
+        Ok(claims)
+    }
+
+    fn validate_in_full(&self, token: &str, surface: Surface) -> Result<Claims, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
                 TokenError::UnsupportedAlgorithm
@@ -359,6 +409,39 @@ mod tests {
                 .unwrap_err(),
             TokenError::Expired
         );
+    }
+
+    #[test]
+    fn a_remembered_token_still_needs_its_surface_and_time_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = issuer(dir.path());
+        let token = issuer
+            .issue(&principal(), "https://localhost:1/", now())
+            .unwrap()
+            .access_token;
+        let claims = issuer.validate(&token, Surface::Arm).unwrap();
+        // Remembered now; another surface still fails its audience check.
+        assert_eq!(
+            issuer.validate(&token, Surface::Vault).unwrap_err(),
+            TokenError::WrongAudience
+        );
+        assert_eq!(
+            issuer.validate(&token, Surface::Arm).unwrap().oid,
+            claims.oid
+        );
+        let memo = Verified::default();
+        let window = Claims {
+            nbf: 100,
+            exp: 200,
+            ..claims
+        };
+        memo.insert("t", Surface::Arm, &window);
+        assert!(memo.get("t", Surface::Arm, 100).is_some());
+        assert!(memo.get("t", Surface::Arm, 199).is_some());
+        assert!(memo.get("t", Surface::Arm, 99).is_none());
+        assert!(memo.get("t", Surface::Arm, 200).is_none());
+        assert!(memo.get("t", Surface::Graph, 150).is_none());
+        assert!(memo.get("t2", Surface::Arm, 150).is_none());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! key with their vault, name and version as associated data.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
@@ -16,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
-use crate::store::KeyVersionRecord;
+use crate::store::{Generation, KeyVersionRecord};
 use crate::{ControlError, ControlPlane};
 
 const DAY: i64 = 24 * 3600;
@@ -24,11 +25,46 @@ const MIN_POLICY_EXPIRY_DAYS: i64 = 28;
 
 /// Most versions kept loaded at once; past it the cache starts over.
 const KEY_CACHE_CAPACITY: usize = 4096;
+/// Most store reads remembered at once; past it the memo starts over.
+const READS_CAPACITY: usize = 4096;
 
-/// Loaded private keys by sealing context (`sealdisk/key/VAULT/NAME/VERSION`). The keys live in
-/// AWS-LC and zeroizing memory and never leave the process.
+/// What the data plane keeps in memory between requests: loaded private keys, and the store
+/// reads every key operation repeats.
 #[derive(Default)]
-pub(crate) struct KeyCache(Mutex<HashMap<Vec<u8>, Arc<KeyMaterial>>>);
+pub(crate) struct KeyCache {
+    /// Loaded private keys by sealing context (`sealdisk/key/VAULT/NAME/VERSION`). The keys
+    /// live in AWS-LC and zeroizing memory and never leave the process. A version's key never
+    /// changes, so an entry stays valid until the key is purged.
+    loaded: Mutex<HashMap<Vec<u8>, Arc<KeyMaterial>>>,
+    reads: Mutex<Reads>,
+}
+
+/// Store reads remembered for one store generation. Any change to the store moves the
+/// generation on and starts the memo over, so a remembered read is never older than the
+/// generation its caller observed before asking.
+#[derive(Default)]
+pub(crate) struct Reads {
+    generation: Option<Generation>,
+    /// Live vault documents by lower-case name.
+    pub(crate) vaults: HashMap<String, Option<Value>>,
+    /// Key versions by lower-case vault, name and version (empty: the latest).
+    versions: HashMap<(String, String, String), Option<Arc<KeyVersionRecord>>>,
+    /// Deleted-key records by lower-case vault and name.
+    deleted: HashMap<(String, String), Option<Value>>,
+}
+
+impl Reads {
+    fn len(&self) -> usize {
+        self.vaults.len() + self.versions.len() + self.deleted.len()
+    }
+
+    fn start_over(&mut self, generation: Generation) {
+        *self = Reads {
+            generation: Some(generation),
+            ..Reads::default()
+        };
+    }
+}
 
 impl std::fmt::Debug for KeyCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -37,17 +73,22 @@ impl std::fmt::Debug for KeyCache {
 }
 
 impl KeyCache {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Arc<KeyMaterial>>> {
+    fn loaded(&self) -> MutexGuard<'_, HashMap<Vec<u8>, Arc<KeyMaterial>>> {
         // The map holds no invariant a panic could break.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn reads(&self) -> MutexGuard<'_, Reads> {
+        // Every entry is a complete read: a panic cannot leave one half written.
+        self.reads.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn get(&self, id: &[u8]) -> Option<Arc<KeyMaterial>> {
-        self.map().get(id).cloned()
+        self.loaded().get(id).cloned()
     }
 
     fn insert(&self, id: Vec<u8>, material: Arc<KeyMaterial>) {
-        let mut map = self.map();
+        let mut map = self.loaded();
         if map.len() >= KEY_CACHE_CAPACITY {
             map.clear();
         }
@@ -56,7 +97,42 @@ impl KeyCache {
 
     /// Drops every version whose id starts with `prefix` (a key, when purged).
     fn forget(&self, prefix: &[u8]) {
-        self.map().retain(|id, _| !id.starts_with(prefix));
+        self.loaded().retain(|id, _| !id.starts_with(prefix));
+    }
+
+    /// The result of `load` for `key` in the memo `table`, remembered while the store stays at
+    /// `generation`, which the caller observed before asking. A read made after a generation
+    /// was observed is at least as new as it, so it may answer anyone who observed the same.
+    pub(crate) fn read<K, V>(
+        &self,
+        generation: Generation,
+        table: fn(&mut Reads) -> &mut HashMap<K, V>,
+        key: K,
+        load: impl FnOnce() -> Result<V, ControlError>,
+    ) -> Result<V, ControlError>
+    where
+        K: Eq + Hash,
+        V: Clone,
+    {
+        {
+            let mut reads = self.reads();
+            if reads.generation != Some(generation) {
+                reads.start_over(generation);
+            }
+            if let Some(value) = table(&mut reads).get(&key) {
+                return Ok(value.clone());
+            }
+        }
+        let value = load()?;
+        let mut reads = self.reads();
+        // Someone saw another generation meanwhile: this read may belong to neither.
+        if reads.generation == Some(generation) {
+            if reads.len() >= READS_CAPACITY {
+                reads.start_over(generation);
+            }
+            table(&mut reads).insert(key, value.clone());
+        }
+        Ok(value)
     }
 }
 
@@ -358,7 +434,24 @@ impl ControlPlane {
         vault: &VaultRef,
         name: &str,
     ) -> Result<Option<Value>, ControlError> {
-        let Some(deleted) = self.store.deleted_key(&vault.id(), name)? else {
+        self.live_deleted_key_at(self.store.generation()?, vault, name)
+    }
+
+    /// `live_deleted_key`, with the store's generation already observed.
+    fn live_deleted_key_at(
+        &self,
+        generation: Generation,
+        vault: &VaultRef,
+        name: &str,
+    ) -> Result<Option<Value>, ControlError> {
+        let vault_id = vault.id();
+        let deleted = self.key_cache.read(
+            generation,
+            |r| &mut r.deleted,
+            (vault_id.clone(), name.to_ascii_lowercase()),
+            || Ok(self.store.deleted_key(&vault_id, name)?),
+        )?;
+        let Some(deleted) = deleted else {
             return Ok(None);
         };
         if deleted["purgeAt"].as_i64().is_some_and(|t| t <= self.now()) {
@@ -512,15 +605,41 @@ impl ControlPlane {
         name: &str,
         version: Option<&str>,
     ) -> Result<KeyVersionRecord, ControlError> {
-        if self.live_deleted_key(vault, name)?.is_some() {
+        let rec = self.shared_key_record(vault, name, version)?;
+        Ok(KeyVersionRecord::clone(&rec))
+    }
+
+    /// `key_record`, shared with the memo of store reads.
+    fn shared_key_record(
+        &self,
+        vault: &VaultRef,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Arc<KeyVersionRecord>, ControlError> {
+        let generation = self.store.generation()?;
+        if self.live_deleted_key_at(generation, vault, name)?.is_some() {
             return Err(ControlError::KeyNotFound(name.to_string()));
         }
-        let rec = match version.filter(|v| !v.is_empty()) {
-            Some(v) => self
-                .store
-                .key_version(&vault.id(), name, &v.to_ascii_lowercase())?,
-            None => self.store.latest_key_version(&vault.id(), name)?,
-        };
+        let vault_id = vault.id();
+        let wanted = version
+            .filter(|v| !v.is_empty())
+            .map(str::to_ascii_lowercase);
+        let rec = self.key_cache.read(
+            generation,
+            |r| &mut r.versions,
+            (
+                vault_id.clone(),
+                name.to_ascii_lowercase(),
+                wanted.clone().unwrap_or_default(),
+            ),
+            || {
+                let rec = match &wanted {
+                    Some(v) => self.store.key_version(&vault_id, name, v)?,
+                    None => self.store.latest_key_version(&vault_id, name)?,
+                };
+                Ok(rec.map(Arc::new))
+            },
+        )?;
         rec.ok_or_else(|| {
             ControlError::KeyNotFound(match version.filter(|v| !v.is_empty()) {
                 Some(v) => format!("{name}/{v}"),
@@ -964,7 +1083,7 @@ impl ControlPlane {
             value,
             signature,
         } = request;
-        let rec = self.key_record(vault, name, version)?;
+        let rec = self.shared_key_record(vault, name, version)?;
         let attrs = &rec.body["attributes"];
         let now = self.now();
         let usable = attrs["enabled"].as_bool() != Some(false)
@@ -976,8 +1095,7 @@ impl ControlPlane {
                 operation: op.name().to_string(),
             });
         }
-        let ops: Vec<String> =
-            serde_json::from_value(rec.body["key_ops"].clone()).unwrap_or_default();
+        let ops = Vec::<String>::deserialize(&rec.body["key_ops"]).unwrap_or_default();
         if !ops.iter().any(|o| o.eq_ignore_ascii_case(op.name())) {
             return Err(ControlError::KeyOperationNotPermitted {
                 operation: op.name().to_string(),
@@ -1132,6 +1250,49 @@ mod tests {
             CryptoResult::Bytes { value, .. } => value.to_vec(),
             CryptoResult::Verified(_) => panic!("expected bytes"),
         }
+    }
+
+    /// Key operations remember their store reads; a change to the store, by whatever path,
+    /// is seen by the next operation.
+    #[test]
+    fn remembered_reads_follow_every_store_change() {
+        let f = Fixture::new();
+        let v = f.vault("kv1", json!({}));
+        let kid = f
+            .plane
+            .create_key(&v, "k", create("RSA", Some(2048)))
+            .unwrap()["key"]["kid"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let version = kid.rsplit('/').next().unwrap();
+        let wrap = || {
+            f.plane
+                .key_operation(&v, "k", None, op(CryptoOp::WrapKey, "RSA-OAEP", b"d"))
+        };
+        assert!(wrap().is_ok());
+        assert!(wrap().is_ok());
+        // Straight to the store, around every method of the control plane.
+        let mut body = f.plane.key_record(&v, "k", None).unwrap().body;
+        body["attributes"]["enabled"] = json!(false);
+        f.plane
+            .store
+            .update_key_version("kv1", "k", version, &body)
+            .unwrap();
+        assert!(matches!(wrap(), Err(ControlError::KeyDisabled { .. })));
+        f.plane
+            .store
+            .put_deleted_key("kv1", "k", &json!({"name": "k"}))
+            .unwrap();
+        assert!(matches!(wrap(), Err(ControlError::KeyNotFound(_))));
+        assert!(f.plane.store.remove_deleted_key("kv1", "k").unwrap());
+        assert!(matches!(wrap(), Err(ControlError::KeyDisabled { .. })));
+        assert!(f.plane.vault_by_name("KV1").unwrap().is_some());
+        f.plane
+            .store
+            .delete_resource(v.doc["id"].as_str().unwrap())
+            .unwrap();
+        assert!(f.plane.vault_by_name("kv1").unwrap().is_none());
     }
 
     #[test]

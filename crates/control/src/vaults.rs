@@ -254,6 +254,16 @@ impl ControlPlane {
 
     /// The vault named `name` anywhere in the deployment (names are global).
     pub fn vault_by_name(&self, name: &str) -> Result<Option<Value>, ControlError> {
+        let generation = self.store.generation()?;
+        self.key_cache.read(
+            generation,
+            |r| &mut r.vaults,
+            name.to_ascii_lowercase(),
+            || self.load_vault_by_name(name),
+        )
+    }
+
+    fn load_vault_by_name(&self, name: &str) -> Result<Option<Value>, ControlError> {
         let vaults = self.store.resources(&ResourceQuery {
             resource_type: Some(VAULT_TYPE),
             ..Default::default()
@@ -771,8 +781,8 @@ impl ControlPlane {
                 KeyAccess::DeniedByRbac { action }
             });
         }
-        let policies: Vec<AccessPolicy> =
-            serde_json::from_value(properties["accessPolicies"].clone()).unwrap_or_default();
+        let policies =
+            Vec::<AccessPolicy>::deserialize(&properties["accessPolicies"]).unwrap_or_default();
         let principal = principal.to_string();
         let granted = policies
             .iter()

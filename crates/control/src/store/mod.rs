@@ -105,8 +105,23 @@ pub struct KeyVersionRecord {
     pub sealed: Vec<u8>,
 }
 
+/// The stored data as of one moment. Two calls of `Store::generation` return equal values
+/// only if nothing was changed in between, so a read made after observing a generation may
+/// be reused for as long as the store still reports that generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Generation {
+    /// Rows changed through this store's own connection.
+    pub(crate) own_changes: u64,
+    /// Changes committed by anyone else (SQLite's `data_version`).
+    pub(crate) others: i64,
+}
+
 /// Durable metadata. Implementations are internally synchronised.
 pub trait Store: Send + Sync + std::fmt::Debug {
+    /// The data's current generation: it changes with every change committed through this
+    /// store or by any other writer of the same database.
+    fn generation(&self) -> Result<Generation, StoreError>;
+
     fn setting(&self, key: &str) -> Result<Option<String>, StoreError>;
     fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError>;
 

@@ -224,6 +224,19 @@ const APP_COLUMNS: &str = "object_id, app_id, display_name, created";
 const PRINCIPAL_COLUMNS: &str = "object_id, app_id, display_name, kind, created";
 
 impl Store for SqliteStore {
+    fn generation(&self) -> Result<Generation, StoreError> {
+        let conn = self.conn();
+        // Both counters are read under the connection lock, which every write holds until
+        // its transaction has ended: a generation never shows a write half done.
+        let others = conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
+        Ok(Generation {
+            own_changes: conn.total_changes(),
+            others,
+        })
+    }
+
     fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn()
@@ -780,6 +793,28 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn the_generation_moves_with_every_change_by_anyone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let first = store.generation().unwrap();
+        store.setting("tenant").unwrap();
+        assert_eq!(store.generation().unwrap(), first, "a read changes nothing");
+        store.set_setting("tenant", "t").unwrap();
+        let second = store.generation().unwrap();
+        assert_ne!(second, first);
+        // A write that matches no row changes nothing either.
+        assert!(!store.delete_resource("/nothing").unwrap());
+        assert_eq!(store.generation().unwrap(), second);
+        // Another connection's commit.
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute("UPDATE settings SET value = 'u' WHERE key = 'tenant'", [])
+            .unwrap();
+        assert_ne!(store.generation().unwrap(), second);
     }
 
     #[test]
