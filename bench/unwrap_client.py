@@ -166,8 +166,17 @@ def summary(args: argparse.Namespace) -> None:
     for label, stats in out.items():
         if base and label not in ("inprocess", "audit_probe"):
             stats["ratio_to_inprocess"] = round(stats["median_ops_per_sec"] / base, 3)
-    for label in ("https",):
-        for key in ("server_cpu_cores", "client_cpu_cores"):
+    # Each HTTPS round against the in-process round just before it: the machine's load drifts
+    # less within a round than across the run.
+    peer = {r["round"]: r["ops_per_sec"] for r in rounds.get("inprocess", [])}
+    paired = [r["ops_per_sec"] / peer[r["round"]] for r in rounds.get("https", [])
+              if peer.get(r["round"])]
+    if paired:
+        out["https"]["round_ratios"] = [round(x, 3) for x in paired]
+        out["https"]["median_round_ratio"] = round(statistics.median(paired), 3)
+    for label, keys in (("https", ("server_cpu_cores", "client_cpu_cores", "machine_busy_cores")),
+                        ("inprocess", ("cpu_cores",))):
+        for key in keys:
             values = [r[key] for r in rounds.get(label, []) if key in r]
             if values:
                 out[label][f"median_{key}"] = round(statistics.median(values), 2)
