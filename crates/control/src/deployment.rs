@@ -496,11 +496,16 @@ impl ControlPlane {
         scope: &str,
         data: bool,
     ) -> Result<bool, ControlError> {
-        let assignments: Vec<RoleAssignment> = self
-            .role_assignment_records()?
-            .into_iter()
-            .map(|(_, a)| a)
-            .collect();
+        let generation = self.store.generation()?;
+        let assignments = self.key_cache.read(
+            generation,
+            |r| &mut r.role_assignments,
+            (),
+            || {
+                let records = self.role_assignment_records()?;
+                Ok(Arc::new(records.into_iter().map(|(_, a)| a).collect()))
+            },
+        )?;
         Ok(authz::permits(&assignments, principal, action, scope, data))
     }
 

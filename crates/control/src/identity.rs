@@ -339,6 +339,18 @@ mod tests {
         time::OffsetDateTime::now_utc().unix_timestamp()
     }
 
+    /// An issuer in a fresh directory (keep it while the issuer is used) and an ARM token
+    /// it issued just now.
+    fn issued_arm_token() -> (tempfile::TempDir, TokenIssuer, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = issuer(dir.path());
+        let token = issuer
+            .issue(&principal(), "https://localhost:1/", now())
+            .unwrap()
+            .access_token;
+        (dir, issuer, token)
+    }
+
     fn tamper(token: &str, f: impl Fn(&mut serde_json::Value), part: usize) -> String {
         let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
         let mut json: serde_json::Value =
@@ -373,12 +385,7 @@ mod tests {
 
     #[test]
     fn forged_tokens_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let issuer = issuer(dir.path());
-        let token = issuer
-            .issue(&principal(), "https://localhost:1/", now())
-            .unwrap()
-            .access_token;
+        let (_dir, issuer, token) = issued_arm_token();
         let alg_none = tamper(&token, |h| h["alg"] = "none".into(), 0);
         assert!(issuer.validate(&alg_none, Surface::Arm).is_err());
         let hs256 = tamper(&token, |h| h["alg"] = "HS256".into(), 0);
@@ -413,12 +420,7 @@ mod tests {
 
     #[test]
     fn a_remembered_token_still_needs_its_surface_and_time_window() {
-        let dir = tempfile::tempdir().unwrap();
-        let issuer = issuer(dir.path());
-        let token = issuer
-            .issue(&principal(), "https://localhost:1/", now())
-            .unwrap()
-            .access_token;
+        let (_dir, issuer, token) = issued_arm_token();
         let claims = issuer.validate(&token, Surface::Arm).unwrap();
         // Remembered now; another surface still fails its audience check.
         assert_eq!(

@@ -29,7 +29,7 @@ const KEY_CACHE_CAPACITY: usize = 4096;
 const READS_CAPACITY: usize = 4096;
 
 /// What the data plane keeps in memory between requests: loaded private keys, and the store
-/// reads every key operation repeats.
+/// reads every key operation (and every authorization) repeats.
 #[derive(Default)]
 pub(crate) struct KeyCache {
     /// Loaded private keys by sealing context (`sealdisk/key/VAULT/NAME/VERSION`). The keys
@@ -51,11 +51,13 @@ pub(crate) struct Reads {
     versions: HashMap<(String, String, String), Option<Arc<KeyVersionRecord>>>,
     /// Deleted-key records by lower-case vault and name.
     deleted: HashMap<(String, String), Option<Value>>,
+    /// Every role assignment (one entry at most).
+    pub(crate) role_assignments: HashMap<(), Arc<Vec<crate::RoleAssignment>>>,
 }
 
 impl Reads {
     fn len(&self) -> usize {
-        self.vaults.len() + self.versions.len() + self.deleted.len()
+        self.vaults.len() + self.versions.len() + self.deleted.len() + self.role_assignments.len()
     }
 
     fn start_over(&mut self, generation: Generation) {
