@@ -767,10 +767,14 @@ impl Disk {
 
     /// Writes `data` at `offset`; with `fua`, returns only once it is on stable storage.
     pub fn write(&self, offset: u64, data: &[u8], fua: bool) -> Result<(), StoreError> {
-        self.write_pieces(offset, data, fua, &mut |w: &Whole| {
+        if let Some(w) = self.write_partial_units(offset, data)? {
             let src = &data[idx(w.at)..idx(w.at + w.len())];
-            self.store_whole(w.first, w.units, Some(src))
-        })
+            self.store_whole(w.first, w.units, Some(src))?;
+        }
+        if fua {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// Like [`Disk::write`], but whole units are encrypted in `data` itself, which holds
@@ -782,11 +786,15 @@ impl Disk {
         data: &mut [u8],
         fua: bool,
     ) -> Result<(), StoreError> {
-        let whole = split(offset, data.len() as u64).whole;
-        // Partial units are read-modify-written from the plaintext first, while it is there.
-        self.write_pieces(offset, data, false, &mut |_| Ok(()))?;
-        if let Some(w) = whole {
-            self.store_in_place(w.first, &mut data[idx(w.at)..idx(w.at + w.len())])?;
+        if let Some(w) = self.write_partial_units(offset, data)? {
+            for (i, chunk) in data[idx(w.at)..idx(w.at + w.len())]
+                .chunks_mut(idx(CHUNK_UNITS * UNIT))
+                .enumerate()
+            {
+                let unit = w.first + i as u64 * CHUNK_UNITS;
+                self.encrypt_run(unit, chunk)?;
+                self.put_units(unit, chunk)?;
+            }
         }
         if fua {
             self.flush()?;
@@ -794,15 +802,9 @@ impl Disk {
         Ok(())
     }
 
-    /// The partial head and tail units of a write by read-modify-write, and its whole units
-    /// by `whole`.
-    fn write_pieces(
-        &self,
-        offset: u64,
-        data: &[u8],
-        fua: bool,
-        whole: &mut dyn FnMut(&Whole) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    /// Checks the range of a write of `data` at `offset` and writes its partial head and tail
+    /// units by read-modify-write; returns its whole units, which are the caller's to store.
+    fn write_partial_units(&self, offset: u64, data: &[u8]) -> Result<Option<Whole>, StoreError> {
         let len = data.len() as u64;
         self.check_range(offset, len)?;
         let pieces = split(offset, len);
@@ -812,37 +814,26 @@ impl Disk {
                 unit[p.within.clone()].copy_from_slice(src)
             })?;
         }
-        if let Some(w) = &pieces.whole {
-            whole(w)?;
-        }
         if let Some(p) = &pieces.tail {
             let src = &data[idx(p.at)..];
             self.modify_unit(p.unit, false, |unit| {
                 unit[p.within.clone()].copy_from_slice(src)
             })?;
         }
-        if fua {
-            self.flush()?;
-        }
-        Ok(())
+        Ok(pieces.whole)
     }
 
-    /// Encrypts whole units from `first` in `buf` and stores them, up to `CHUNK_UNITS` per
-    /// backend write.
-    fn store_in_place(&self, first: u64, buf: &mut [u8]) -> Result<(), StoreError> {
-        for (i, chunk) in buf.chunks_mut(idx(CHUNK_UNITS * UNIT)).enumerate() {
-            let unit = first + i as u64 * CHUNK_UNITS;
-            self.encrypt_run(unit, chunk)?;
-            let pos = self.unit_pos(unit)?;
-            let _held = self.lock_units(unit, chunk.len() as u64 / UNIT);
-            self.backend
-                .write_at(chunk, pos)
-                .map_err(|source| StoreError::WriteData {
-                    offset: pos,
-                    source,
-                })?;
-        }
-        Ok(())
+    /// Stores the ciphertext of whole units from `unit` in one backend write, under their
+    /// stripe locks.
+    fn put_units(&self, unit: u64, ciphertext: &[u8]) -> Result<(), StoreError> {
+        let pos = self.unit_pos(unit)?;
+        let _held = self.lock_units(unit, ciphertext.len() as u64 / UNIT);
+        self.backend
+            .write_at(ciphertext, pos)
+            .map_err(|source| StoreError::WriteData {
+                offset: pos,
+                source,
+            })
     }
 
     /// Encrypts and stores `units` whole units from `first` holding `plain` (`None`: zeros),
@@ -878,14 +869,7 @@ impl Disk {
                         self.encrypt_run(unit, buf)?;
                     }
                 }
-                let pos = self.unit_pos(unit)?;
-                let _held = self.lock_units(unit, n);
-                self.backend
-                    .write_at(buf, pos)
-                    .map_err(|source| StoreError::WriteData {
-                        offset: pos,
-                        source,
-                    })?;
+                self.put_units(unit, buf)?;
                 done += n;
             }
             Ok(())
