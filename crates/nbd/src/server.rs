@@ -61,8 +61,9 @@ const MAX_BATCH: usize = 64;
 /// Buffers kept for reuse per connection, and the most bytes they may hold together.
 const POOL_BUFFERS: usize = 64;
 const POOL_BYTES: usize = 16 * 1024 * 1024;
-/// Most requests handed to one blocking-pool task while device operations are fast.
-const MAX_JOBS_PER_TASK: usize = 8;
+/// Most requests a worker takes at a time (and the connection task gathers before queuing
+/// them) while device operations are fast.
+const MAX_JOBS_PER_BATCH: usize = 8;
 /// Blocking-pool workers one connection runs at once. More threads than cores only queue for
 /// the CPU and for the backing file's lock; a fixed few that take queued requests without a
 /// wake-up each, as nbdkit's and qemu-nbd's thread pools do, serve a deep queue best.
@@ -395,10 +396,10 @@ struct Shared {
 }
 
 impl Shared {
-    /// How many already-received requests one blocking-pool task may carry out in a row.
-    fn jobs_per_task(&self) -> usize {
+    /// How many already-received requests a worker takes at a time.
+    fn jobs_per_batch(&self) -> usize {
         if self.op_nanos.load(Ordering::Relaxed) < FAST_OPERATION.as_nanos() as u64 {
-            MAX_JOBS_PER_TASK
+            MAX_JOBS_PER_BATCH
         } else {
             1
         }
@@ -633,7 +634,7 @@ where
         give_up: CancellationToken::new(),
         dead: CancellationToken::new(),
         write_error: Mutex::new(None),
-        // Until measured, the device is taken to be slow: one operation per task.
+        // Until measured, the device is taken to be slow: one operation per batch.
         op_nanos: AtomicU64::new(FAST_OPERATION.as_nanos() as u64 * 4),
         pending: Mutex::new(VecDeque::new()),
         workers: AtomicUsize::new(0),
@@ -707,10 +708,11 @@ where
 {
     let stop = stop_signal(shared);
     tokio::pin!(stop);
-    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_JOBS_PER_TASK);
+    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_JOBS_PER_BATCH);
     let end = loop {
         // Requests already received go out before waiting for more.
-        if reader.buffer().len() < proto::REQUEST_HEADER_LEN || jobs.len() >= shared.jobs_per_task()
+        if reader.buffer().len() < proto::REQUEST_HEADER_LEN
+            || jobs.len() >= shared.jobs_per_batch()
         {
             if let Some(job) = inline_job(shared, limits, &mut jobs) {
                 if let Err(end) = wait(run_inline(shared, job), stop.as_mut()).await {
@@ -901,7 +903,7 @@ fn inline_job(shared: &Shared, limits: &Limits, jobs: &mut Vec<Job>) -> Option<J
         Work::Refuse(_) => true,
     };
     let alone = limits.slots.available_permits() + 1 == limits.slot_count as usize;
-    if small && alone && shared.jobs_per_task() > 1 {
+    if small && alone && shared.jobs_per_batch() > 1 {
         jobs.pop()
     } else {
         None
@@ -943,7 +945,7 @@ fn work(shared: &Shared) {
     loop {
         let batch: Vec<Job> = {
             let mut pending = shared.pending();
-            let n = shared.jobs_per_task().min(pending.len());
+            let n = shared.jobs_per_batch().min(pending.len());
             pending.drain(..n).collect()
         };
         if batch.is_empty() {
