@@ -1525,7 +1525,13 @@ impl ControlPlane {
         let Some(grant) = data.grants().get(name).cloned() else {
             return Ok(None);
         };
-        if grant.expires_at <= self.now() || grant.revoked.is_cancelled() {
+        if grant.revoked.is_cancelled() {
+            return Ok(None);
+        }
+        if grant.expires_at <= self.now() {
+            // Ended now rather than at the watch's next tick, so whoever sees the export
+            // refused also sees the disk without its grant.
+            self.expire_disk_grants()?;
             return Ok(None);
         }
         let doc = self
@@ -1678,6 +1684,21 @@ mod tests {
             f.plane.disk(&f.sub, "g", "d").unwrap()["properties"]["diskState"],
             "Unattached"
         );
+
+        // An expired grant that the watch has not ended yet is ended by the refused open.
+        let sas = f
+            .plane
+            .grant_disk_access(&f.sub, "g", "d", grant("Read"))
+            .unwrap();
+        let export = sas.rsplit('/').next().unwrap().to_string();
+        f.advance(61);
+        assert!(f.plane.open_export(&export).unwrap().is_none());
+        assert_eq!(
+            f.plane.disk(&f.sub, "g", "d").unwrap()["properties"]["diskState"],
+            "Unattached"
+        );
+        assert_eq!(f.plane.expire_disk_grants().unwrap(), 0);
+
         assert!(f.plane.delete_disk(&f.sub, "g", "d").unwrap());
         assert!(!f.plane.delete_disk(&f.sub, "g", "d").unwrap());
     }
